@@ -1,0 +1,8 @@
+"""ffcv: the prepared splits -> FFCV datasets (.beton), one per split."""
+
+from _stage import run_stage
+
+from resnet_repro.data.stage import write_ffcv
+
+if __name__ == "__main__":
+    run_stage("ffcv", write_ffcv)

@@ -1,0 +1,8 @@
+"""report: the paper's table beside the measured one (reports/study.md, reports/study.json)."""
+
+from _stage import run_stage
+
+from resnet_repro.report.study import write_report
+
+if __name__ == "__main__":
+    run_stage("report", write_report)

@@ -1,0 +1,215 @@
+"""The typed schema of params.yaml: the one place that reads it.
+
+Every stage calls `load_params()` before any work starts. A bad file stops the stage with a single
+`ConfigError` line that names the key path and the offending value, e.g.
+``params.yaml: train.lr = -0.1: must be > 0``.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(gt=0, lt=1)]
+
+# Sizes of the datasets the pipeline knows, to refuse an impossible split before any work.
+TRAIN_SET_SIZE = {"cifar10": 50_000}
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names the key path and value."""
+
+
+class Section(BaseModel):
+    # A misspelt key must be an error, not a silently ignored knob.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    dataset: Literal["cifar10"] = "cifar10"
+    archive: str
+    subset: PositiveInt | None = None
+    val_size: NonNegativeInt = 5000
+    split_seed: NonNegativeInt = 0
+
+    @property
+    def archive_is_url(self) -> bool:
+        return self.archive.startswith(("http://", "https://"))
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> "DataParams":
+        available = TRAIN_SET_SIZE[self.dataset]
+        if self.val_size >= available:
+            raise ValueError(f"data.val_size = {self.val_size}: must be < the {available} training images")
+        if self.subset is not None and self.subset + self.val_size > available:
+            raise ValueError(
+                f"data.subset = {self.subset}: with data.val_size = {self.val_size} this needs "
+                f"{self.subset + self.val_size} images, but {self.dataset} has {available}"
+            )
+        return self
+
+
+class LoaderParams(Section):
+    backend: Literal["ffcv"] = "ffcv"
+    num_workers: PositiveInt = 2
+
+
+class TrainParams(Section):
+    iterations: PositiveInt
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    milestones: list[PositiveInt] = [32_000, 48_000]
+    lr_decay: Probability = 0.1
+    warmup_lr: Annotated[float, Field(gt=0)] = 0.01
+    warmup_until_error: Probability = 0.8
+    warmup_min_depth: PositiveInt = 110
+    warmup_max_iterations: NonNegativeInt = 4000
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    device: str = "auto"
+    checkpoint_every: PositiveInt = 500
+    log_every: PositiveInt = 20
+    eval_every: NonNegativeInt = 2000
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if milestones != sorted(set(milestones)):
+            raise ValueError(f"{milestones} must be strictly increasing")
+        return milestones
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device != "auto" and device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"{device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return device
+
+
+class EvaluateParams(Section):
+    batch_size: PositiveInt = 500
+
+
+class StudyParams(Section):
+    name: str = "cifar-plain-vs-residual"
+    variants: Annotated[list[str], Field(min_length=1)]
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0]
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, variants: list[str]) -> list[str]:
+        from resnet_repro.models import spec
+
+        for variant in variants:
+            spec(variant)  # raises ValueError listing the valid names
+        if len(set(variants)) != len(variants):
+            raise ValueError(f"{variants} lists a variant twice")
+        return variants
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{seeds} lists a seed twice")
+        return seeds
+
+
+class MlflowParams(Section):
+    tracking_uri: str | None = None
+    experiment: str = "resnet-repro-cifar10"
+
+
+class Params(Section):
+    data: DataParams
+    loader: LoaderParams = LoaderParams()
+    train: TrainParams
+    evaluate: EvaluateParams = EvaluateParams()
+    study: StudyParams
+    mlflow: MlflowParams = MlflowParams()
+
+
+def _describe(error: dict[str, Any], raw: dict) -> str:
+    """One line for one pydantic error: the dotted key path, the value found, and what is wrong."""
+    path = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    if error["type"] == "missing":
+        return f"{path}: required key is missing"
+    value: Any = raw
+    for part in error["loc"]:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return f"{path}: {message}"
+    return f"{path} = {value!r}: {message}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(_describe(e, raw) for e in error.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (run the stage from the project root)") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(raw, source=str(path))
+
+
+class Layout:
+    """Where each stage reads and writes, relative to the project root (the directory of params.yaml).
+
+    dvc.yaml spells the same paths; tests/test_pipeline_layout.py checks the two agree.
+    """
+
+    def __init__(self, root: Path | str = ".", dataset: str = "cifar10"):
+        self.root = Path(root).resolve()
+        self.dataset = dataset
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / "data" / "prepared" / self.dataset
+
+    @property
+    def ffcv_dir(self) -> Path:
+        return self.root / "data" / "ffcv" / self.dataset
+
+    def run_name(self, variant: str, seed: int) -> str:
+        return f"{variant}/seed{seed}"
+
+    def model_dir(self, variant: str, seed: int) -> Path:
+        return self.root / "models" / self.run_name(variant, seed)
+
+    def metrics_dir(self, variant: str, seed: int) -> Path:
+        return self.root / "metrics" / self.run_name(variant, seed)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def data_version(self) -> str | None:
+        """DVC's hash of the FFCV datasets (from dvc.lock), the data version models are tagged with."""
+        lock = self.root / "dvc.lock"
+        if not lock.exists():
+            return None
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        outs = stages.get("ffcv", {}).get("outs", [])
+        return outs[0].get("md5") if outs else None

@@ -1,0 +1,43 @@
+"""The evaluate@<variant> stage: top-1/top-5 error of the final net on the test (and val) split.
+
+Evaluation runs in float32 on the single original view of each image (the paper's CIFAR protocol),
+so the figure equals what anyone gets from the registered model, whatever precision it trained in.
+"""
+
+import json
+
+import torch
+
+from resnet_repro.artifacts import load_trained
+from resnet_repro.config import Layout, Params
+from resnet_repro.data.ffcv_io import make_loader
+from resnet_repro.evaluate.accuracy import top_k_errors
+from resnet_repro.io import write_json
+from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
+from resnet_repro.train.device import resolve_device
+
+
+def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:
+    device = resolve_device(params.train.device)
+    trained = load_trained(layout.model_dir(variant, seed), device)
+    trained.module.to(memory_format=torch.channels_last)
+    metrics = {}
+    for split in ("test", "val"):
+        beton = layout.ffcv_dir / f"{split}.beton"
+        if not beton.exists():
+            continue  # no validation split when data.val_size is 0
+        threads = torch.get_num_threads()
+        loader = make_loader(beton, batch_size=params.evaluate.batch_size, train=False,
+                             mean_image=trained.mean_image, device=device, num_workers=params.loader.num_workers)
+        torch.set_num_threads(threads)
+        errors = top_k_errors(trained.module, loader, device=device)
+        metrics.update({f"{split}_top1_error": errors["top1_error"], f"{split}_top5_error": errors["top5_error"],
+                        f"{split}_images": errors["num_images"]})
+
+    train_summary = json.loads((layout.metrics_dir(variant, seed) / "train.json").read_text())
+    with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
+                           run_name=f"{variant} seed {seed}", params={}, tags={},
+                           resume_run_id=train_summary["mlflow_run_id"]) as run:
+        run.log_metrics({k: v for k, v in metrics.items() if k.endswith("_error")}, train_summary["iterations"])
+    write_json(layout.metrics_dir(variant, seed) / "eval.json", metrics)
+    return metrics

@@ -1,0 +1,41 @@
+"""The paper's numbers, as data, with the table or figure each comes from (He et al., 2015).
+
+Only what the paper states; the report prints these beside the measured numbers.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CifarResult:
+    depth: int
+    params_millions: float  # Table 6
+    resnet_test_error: float | None  # Table 6, percent
+    plain_test_error: float | None  # Figure 6, read off the plot (approximate), percent
+    note: str = ""
+
+
+# Table 6 (ResNet test error) and Figure 6 (plain nets: error rises with depth).
+CIFAR10 = {
+    20: CifarResult(20, 0.27, 8.75, 9.0, "plain-20 about 9% (Figure 6)"),
+    32: CifarResult(32, 0.46, 7.51, None),
+    44: CifarResult(44, 0.66, 7.17, None),
+    56: CifarResult(56, 0.85, 6.97, 13.0, "plain-56 about 13% (Figure 6)"),
+    110: CifarResult(110, 1.7, 6.43, 60.0, "best of 5 runs; mean 6.61 +/- 0.16. plain-110 above 60% (Figure 6)"),
+    1202: CifarResult(1202, 19.4, 7.93, None, "training error below 0.1%, overfits"),
+}
+
+# The CIFAR-10 recipe of Section 4.2.
+CIFAR10_RECIPE = {"iterations": 64_000, "milestones": [32_000, 48_000], "batch_size": 128, "lr": 0.1,
+                  "momentum": 0.9, "weight_decay": 1e-4, "warmup_lr": 0.01, "warmup_until_error": 0.8}
+
+# Table 1: multiply-adds of the ImageNet nets (stride on the bottleneck's first 1x1, "v1").
+IMAGENET_FLOPS = {18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
+
+# Tables 2-4: ImageNet 10-crop validation error, percent (top-1, top-5; None where not given).
+IMAGENET_10CROP = {
+    "plain18": (27.94, None), "resnet18-a": (27.88, None),
+    "plain34": (28.54, 10.02), "resnet34-a": (25.03, 7.76), "resnet34": (24.52, 7.46),
+    "resnet34-c": (24.19, 7.40), "resnet50": (22.85, 6.71), "resnet101": (21.75, 6.05),
+    "resnet152": (21.43, 5.71),
+}

@@ -1,0 +1,110 @@
+"""The train@<variant> stage: one net, one seed, the paper's CIFAR recipe, one MLflow run.
+
+Outputs (paths from config.Layout): the resumable checkpoint, the final weights (safetensors), the
+normalisation the net was trained with, a model.json that says how to rebuild it, train.json and
+the curves that dvc.yaml declares as plots.
+"""
+
+import json
+import random
+
+import numpy as np
+import torch
+
+from resnet_repro import models
+from resnet_repro.config import Layout, Params
+from resnet_repro.data.ffcv_io import make_loader
+from resnet_repro.data.stats import load_stats
+from resnet_repro.evaluate.accuracy import top_k_errors
+from resnet_repro.artifacts import save_trained
+from resnet_repro.io import write_json, write_tsv
+from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
+from resnet_repro.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint, source_digest
+from resnet_repro.train.device import autocast_dtype, resolve_device
+from resnet_repro.train.loop import LoopSettings, fit
+from resnet_repro.train.recipe import cifar_schedule
+
+STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
+ERROR_COLUMNS = ["step", "train_error", "test_error"]
+
+
+def mean_image_tensor(stats: dict, device: torch.device) -> torch.Tensor:
+    """The per-pixel mean (H, W, 3 in stats.json) as the (3, H, W) tensor `normalize` expects."""
+    return torch.as_tensor(np.asarray(stats["mean_image"]), dtype=torch.float32).permute(2, 0, 1).contiguous().to(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:
+    model_dir, metrics_dir = layout.model_dir(variant, seed), layout.metrics_dir(variant, seed)
+    device = resolve_device(params.train.device)
+    dtype = autocast_dtype(params.train.precision, device)
+    spec = models.spec(variant)
+    stats = load_stats(layout.prepared_dir / "stats.json")
+    class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
+    mean_image = mean_image_tensor(stats, device)
+
+    seed_everything(seed)
+    model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr, momentum=params.train.momentum,
+                                weight_decay=params.train.weight_decay)
+    schedule = cifar_schedule(params.train, spec.depth)
+    threads = torch.get_num_threads()
+    train_loader = make_loader(layout.ffcv_dir / "train.beton", batch_size=params.train.batch_size, train=True,
+                               mean_image=mean_image, device=device, num_workers=params.loader.num_workers,
+                               seed=seed)
+    test_loader = make_loader(layout.ffcv_dir / "test.beton", batch_size=params.evaluate.batch_size, train=False,
+                              mean_image=mean_image, device=device, num_workers=params.loader.num_workers)
+    torch.set_num_threads(threads)
+
+    # A checkpoint is resumed only if the same configuration and code wrote it and it is unfinished:
+    # a finished one means DVC re-runs the stage because something changed (or was forced).
+    run_fingerprint = fingerprint(params.train.model_dump(), variant, seed, stats["channel_mean"], source_digest())
+    checkpoint_path = model_dir / "checkpoint.pt"
+    resume = load_checkpoint(checkpoint_path)
+    if resume is not None and (resume["fingerprint"] != run_fingerprint or resume["complete"]):
+        why = "is finished" if resume["complete"] else "was written by another configuration or code"
+        print(f"{checkpoint_path} {why}: training from scratch", flush=True)
+        resume = None
+
+    tags = {"variant": variant, "family": spec.family, "depth": spec.depth, "shortcut": spec.shortcut,
+            "seed": seed, "dataset": params.data.dataset, "git_commit": git_commit(layout.root),
+            "data_version": layout.data_version(), "study": params.study.name, "device": device.type,
+            "precision": str(dtype).removeprefix("torch.") if dtype else "float32"}
+    with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
+                           run_name=f"{variant} seed {seed}", params=params.model_dump(), tags=tags,
+                           resume_run_id=resume["mlflow_run_id"] if resume else None) as run:
+        def checkpoint(state: dict) -> None:
+            complete = state["iteration"] == params.train.iterations
+            save_checkpoint(checkpoint_path, {**state, "fingerprint": run_fingerprint, "complete": complete,
+                                              "mlflow_run_id": run.run_id})
+
+        settings = LoopSettings(iterations=params.train.iterations, log_every=params.train.log_every,
+                                checkpoint_every=params.train.checkpoint_every, eval_every=params.train.eval_every,
+                                device=device, dtype=dtype)
+        result = fit(model, optimizer, schedule, train_loader, settings, resume=resume,
+                     save_checkpoint=checkpoint, log_metrics=run.log_metrics,
+                     measure_test_error=lambda: top_k_errors(model, test_loader, device=device, dtype=dtype)["top1_error"])
+
+        save_trained(model_dir, model, mean_image, {
+            "arch": variant, "num_classes": len(class_names), "class_names": class_names,
+            "input_size": 32, "dataset": params.data.dataset, "seed": seed,
+            "options": {"family": spec.family, "depth": spec.depth, "shortcut": spec.shortcut},
+        })
+        write_tsv(metrics_dir / "curve.tsv", result.curves.steps, STEP_COLUMNS)
+        write_tsv(metrics_dir / "errors.tsv", result.curves.errors, ERROR_COLUMNS)
+        summary = {
+            "variant": variant, "seed": seed, "iterations": params.train.iterations,
+            "final_loss": result.final_loss, "final_train_error": result.final_train_error,
+            "final_test_error": result.final_test_error, "train_seconds": result.seconds,
+            "images_per_second": result.images_per_second,
+            "parameters": sum(p.numel() for p in model.parameters()), "mlflow_run_id": run.run_id,
+        }
+        write_json(metrics_dir / "train.json", summary)
+        run.log_metrics({"train_seconds": result.seconds, "mean_images_per_second": result.images_per_second},
+                        params.train.iterations)
+    return summary

@@ -1,0 +1,103 @@
+"""params.yaml validation: every bad value stops a stage with one line naming the key path and value."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resnet_repro.config import ConfigError, Layout, load_params, parse_params
+
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(PROJECT_PARAMS.read_text())
+
+
+def with_value(raw: dict, dotted: str, value) -> dict:
+    changed = copy.deepcopy(raw)
+    *parents, leaf = dotted.split(".")
+    section = changed
+    for key in parents:
+        section = section[key]
+    section[leaf] = value
+    return changed
+
+
+def test_project_params_are_the_papers_recipe():
+    params = load_params(PROJECT_PARAMS)
+    assert params.train.iterations == 64_000
+    assert params.train.milestones == [32_000, 48_000]
+    assert (params.train.lr, params.train.momentum, params.train.weight_decay) == (0.1, 0.9, 1e-4)
+    assert params.train.batch_size == 128
+    assert params.data.val_size == 5000
+    assert "resnet110" in params.study.variants and "plain56" in params.study.variants
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("train.lr", -0.1, "train.lr = -0.1"),
+    ("train.iterations", "many", "train.iterations = 'many'"),
+    ("data.subset", 60_000, "data.subset = 60000"),
+    ("data.val_size", -1, "data.val_size = -1"),
+    ("train.milestones", [48_000, 32_000], "train.milestones = [48000, 32000]"),
+    ("study.variants", ["resnet21"], "resnet21"),
+    ("study.variants", ["plain20", "plain20"], "study.variants"),
+    ("study.seeds", [0, 0], "study.seeds"),
+    ("train.device", "tpu", "train.device = 'tpu'"),
+    ("train.precision", "fp8", "train.precision = 'fp8'"),
+])
+def test_bad_value_names_key_path_and_value(raw, dotted, value, expected):
+    with pytest.raises(ConfigError) as error:
+        parse_params(with_value(raw, dotted, value))
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_cifar_depth_must_be_6n_plus_2(raw):
+    with pytest.raises(ConfigError, match=r"resnet21.*6n\+2"):
+        parse_params(with_value(raw, "study.variants", ["resnet21"]))
+
+
+def test_unknown_key_is_refused(raw):
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: unknown key"):
+        parse_params(with_value(raw, "train.learning_rate", 0.1))
+
+
+def test_missing_required_key(raw):
+    changed = copy.deepcopy(raw)
+    del changed["train"]["iterations"]
+    with pytest.raises(ConfigError, match=r"train\.iterations: required key is missing"):
+        parse_params(changed)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("- a list")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_archive_may_be_a_path_or_url(raw):
+    assert parse_params(raw).data.archive_is_url
+    local = parse_params(with_value(raw, "data.archive", "/data/cifar-10-python.tar.gz"))
+    assert not local.data.archive_is_url
+
+
+def test_layout_paths_match_dvc_yaml():
+    """dvc.yaml spells the same paths as config.Layout; a drift would make DVC track the wrong files."""
+    root = PROJECT_PARAMS.parent
+    layout = Layout(root)
+    dvc = (root / "dvc.yaml").read_text()
+    for path in (layout.prepared_dir, layout.ffcv_dir):
+        assert str(path.relative_to(root)) in dvc
+    model_dir = layout.model_dir("V", 0).relative_to(root)
+    metrics_dir = layout.metrics_dir("V", 0).relative_to(root)
+    assert str(model_dir).replace("V", "${item.variant}").replace("seed0", "seed${item.seed}") in dvc
+    assert str(metrics_dir).replace("V", "${item.variant}").replace("seed0", "seed${item.seed}") in dvc
