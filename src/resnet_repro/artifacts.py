@@ -37,7 +37,8 @@ def save_trained(directory: Path, module: torch.nn.Module, mean_image: torch.Ten
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in module.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda temporary: save_file(tensors, str(temporary)))
     atomic_write(directory / PREPROCESS,
-                 lambda temporary: save_file({"mean_image": mean_image.detach().float().cpu()}, str(temporary)))
+                 lambda temporary: save_file({"mean_image": mean_image.detach().float().cpu().contiguous()},
+                                                   str(temporary)))
     description = {**description, "weights_sha256": file_sha256(directory / WEIGHTS),
                    "preprocess_sha256": file_sha256(directory / PREPROCESS)}
     write_json(directory / DESCRIPTION, description)

@@ -26,10 +26,8 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
         beton = layout.ffcv_dir / f"{split}.beton"
         if not beton.exists():
             continue  # no validation split when data.val_size is 0
-        threads = torch.get_num_threads()
         loader = make_loader(beton, batch_size=params.evaluate.batch_size, train=False,
                              mean_image=trained.mean_image, device=device, num_workers=params.loader.num_workers)
-        torch.set_num_threads(threads)
         errors = top_k_errors(trained.module, loader, device=device)
         metrics.update({f"{split}_top1_error": errors["top1_error"], f"{split}_top5_error": errors["top5_error"],
                         f"{split}_images": errors["num_images"]})

@@ -57,7 +57,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
         measure_test_error: Callable[[], float] | None = None) -> FitResult:
     device = settings.device
     scaler = torch.amp.GradScaler(device.type, enabled=settings.dtype == torch.float16)
-    curves, iteration, seconds = Curves(), 0, 0.0
+    curves, iteration, seconds, images_trained = Curves(), 0, 0.0, 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -65,13 +65,14 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
         scaler.load_state_dict(resume["scaler"])
         torch.set_rng_state(resume["rng"]["torch"])
         curves = Curves(resume["curves"]["steps"], resume["curves"]["errors"])
-        iteration, seconds = resume["iteration"], resume["seconds"]
+        iteration, seconds, images_trained = resume["iteration"], resume["seconds"], resume["images_trained"]
         print(f"Resumed from checkpoint at iteration {iteration} of {settings.iterations}", flush=True)
 
     def training_state() -> dict:
         return {
             "iteration": iteration,
             "seconds": seconds,
+            "images_trained": images_trained,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
@@ -123,6 +124,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
                         f"the last good checkpoint is kept")
                 elapsed = time.perf_counter() - window_start
                 seconds += elapsed
+                images_trained += window_images
                 row = {"step": iteration, "loss": loss_value, "train_error": train_error, "lr": lr,
                        "images_per_second": window_images / elapsed}
                 curves.steps.append(row)
@@ -147,6 +149,10 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
                 window_start = time.perf_counter()  # evaluation time is not training throughput
 
             if iteration % settings.checkpoint_every == 0 or is_last:
+                # A finite loss can still hide overflowed weights or BN statistics: never save those.
+                if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
+                    raise TrainingDiverged(f"weights became non-finite at iteration {iteration} (lr {lr:g}); "
+                                           f"the last good checkpoint is kept")
                 save_checkpoint(training_state())
             if is_last:
                 break
@@ -154,7 +160,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
     progress.close()
     return FitResult(curves=curves, final_loss=loss_value, final_train_error=train_error,
                      final_test_error=test_error, seconds=seconds,
-                     images_per_second=iteration * loader.batch_size / seconds if seconds else math.nan)
+                     images_per_second=images_trained / seconds if seconds else math.nan)
 
 
 def _last_step(rows: list[dict]) -> int:

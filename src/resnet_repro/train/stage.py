@@ -14,7 +14,7 @@ import torch
 from resnet_repro import models
 from resnet_repro.config import Layout, Params
 from resnet_repro.data.ffcv_io import make_loader
-from resnet_repro.data.stats import load_stats
+from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.artifacts import save_trained
 from resnet_repro.io import write_json, write_tsv
@@ -26,11 +26,6 @@ from resnet_repro.train.recipe import cifar_schedule
 
 STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
 ERROR_COLUMNS = ["step", "train_error", "test_error"]
-
-
-def mean_image_tensor(stats: dict, device: torch.device) -> torch.Tensor:
-    """The per-pixel mean (H, W, 3 in stats.json) as the (3, H, W) tensor `normalize` expects."""
-    return torch.as_tensor(np.asarray(stats["mean_image"]), dtype=torch.float32).permute(2, 0, 1).contiguous().to(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -46,24 +41,22 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
     spec = models.spec(variant)
     stats = load_stats(layout.prepared_dir / "stats.json")
     class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
-    mean_image = mean_image_tensor(stats, device)
+    mean_image = mean_image_tensor(stats).to(device)
 
     seed_everything(seed)
     model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr, momentum=params.train.momentum,
                                 weight_decay=params.train.weight_decay)
     schedule = cifar_schedule(params.train, spec.depth)
-    threads = torch.get_num_threads()
     train_loader = make_loader(layout.ffcv_dir / "train.beton", batch_size=params.train.batch_size, train=True,
                                mean_image=mean_image, device=device, num_workers=params.loader.num_workers,
                                seed=seed)
     test_loader = make_loader(layout.ffcv_dir / "test.beton", batch_size=params.evaluate.batch_size, train=False,
                               mean_image=mean_image, device=device, num_workers=params.loader.num_workers)
-    torch.set_num_threads(threads)
 
     # A checkpoint is resumed only if the same configuration and code wrote it and it is unfinished:
     # a finished one means DVC re-runs the stage because something changed (or was forced).
-    run_fingerprint = fingerprint(params.train.model_dump(), variant, seed, stats["channel_mean"], source_digest())
+    run_fingerprint = fingerprint(params.train.model_dump(), variant, seed, stats["channel_mean"].tolist(), source_digest())
     checkpoint_path = model_dir / "checkpoint.pt"
     resume = load_checkpoint(checkpoint_path)
     if resume is not None and (resume["fingerprint"] != run_fingerprint or resume["complete"]):
@@ -79,6 +72,7 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
                            run_name=f"{variant} seed {seed}", params=params.model_dump(), tags=tags,
                            resume_run_id=resume["mlflow_run_id"] if resume else None) as run:
         def checkpoint(state: dict) -> None:
+            run.flush()  # metrics up to this iteration reach MLflow before the checkpoint that covers them
             complete = state["iteration"] == params.train.iterations
             save_checkpoint(checkpoint_path, {**state, "fingerprint": run_fingerprint, "complete": complete,
                                               "mlflow_run_id": run.run_id})

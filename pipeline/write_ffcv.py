@@ -1,4 +1,4 @@
-"""ffcv: the prepared splits -> FFCV datasets (.beton), one per split."""
+"""ffcv: the prepared splits -> FFCV datasets (.beton), one per split. (Not named ffcv.py: it would shadow the ffcv package.)"""
 
 from _stage import run_stage
 

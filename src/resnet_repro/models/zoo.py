@@ -1,0 +1,187 @@
+"""Model names: what each one builds, as a `ModelSpec`, and `build` to get the `nn.Module`.
+
+Grammar (a name says what it builds; `spec(name).name` is the canonical spelling):
+
+    [cifar-]plain<d>                     no shortcuts
+    [cifar-]resnet<d>[-a|-b|-c]          He et al. 2015, shortcut option of Table 3
+    [cifar-]preact-resnet<d>[-a|-b|-c]   He et al. 2016, pre-activation blocks
+
+- ImageNet (Table 1): d in 18, 34 (basic blocks), 50, 101, 152 (bottlenecks); option B by default.
+- CIFAR-10 (Section 4.2): d = 6n+2 with basic blocks, option A by default. Pre-activation nets use
+  basic blocks up to 110 and bottlenecks (d = 9n+2) above, like He et al. 2016's 110 / 164 / 1001,
+  with option B (the authors' code projects where dimensions change).
+- An ImageNet depth always means the ImageNet net: 50 and 152 are also 6n+2, so the CIFAR nets of
+  those depths are spelled `cifar-resnet50`, `cifar-plain152`. The `cifar-` prefix is accepted on
+  every CIFAR name and kept in the canonical name only where it is needed.
+- A suffix equal to the default is dropped from the canonical name: `resnet20-a` is `resnet20`.
+"""
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from torch import nn
+
+from resnet_repro.models.resnet import ResNet
+
+Family = Literal["plain", "residual", "preact"]
+Dataset = Literal["cifar10", "imagenet"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # canonical
+    family: Family
+    dataset: Dataset
+    depth: int  # weighted layers: convs and the fc, shortcuts not counted
+    block: Literal["basic", "bottleneck"]
+    shortcut: Literal["A", "B", "C"] | None  # None for plain nets
+    stride_placement: Literal["v1", "v1.5"]  # only bottlenecks differ: stride on the 1x1 / the 3x3
+    num_classes: int
+    input_size: int  # native square input, 32 or 224
+    blocks_per_stage: tuple[int, ...]
+    widths: tuple[int, ...]  # base channels per stage; bottlenecks output 4x
+    zero_init_residual: bool = False
+
+
+IMAGENET_STAGES = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_WIDTHS = (16, 32, 64)
+# Beyond this depth the pre-activation CIFAR nets switch to bottlenecks (He et al. 2016).
+PREACT_BASIC_MAX_DEPTH = 110
+
+_PREFIX = {"plain": "plain", "residual": "resnet", "preact": "preact-resnet"}
+_FAMILY = {prefix: family for family, prefix in _PREFIX.items()}
+_NAME = re.compile(
+    r"(?P<cifar>cifar-)?(?P<prefix>plain|resnet|preact-resnet)(?P<depth>[1-9][0-9]*)(?:-(?P<suffix>[abc]))?"
+)
+
+OPTIONS = {"stride_placement": ("v1", "v1.5"), "zero_init_residual": (False, True)}
+
+_LISTED = (
+    # CIFAR-10: Figure 6 and Table 6, He et al. 2016's pre-activation nets
+    "plain20", "plain32", "plain44", "plain56", "plain110",
+    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202",
+    "resnet20-b", "resnet56-b",
+    "preact-resnet110", "preact-resnet164", "preact-resnet1001",
+    # ImageNet: Tables 1-3
+    "plain18", "plain34",
+    "resnet18-a", "resnet34-a", "resnet18", "resnet34", "resnet34-c",
+    "resnet50", "resnet101", "resnet152",
+    "preact-resnet50", "preact-resnet152",
+)  # fmt: skip
+
+_FORMS = (
+    "CIFAR depths are 6n+2 (20, 32, 44, 56, 110, 1202, ...), pre-activation 9n+2 above 110 (164, 1001); "
+    "ImageNet: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34, preact-resnet18, ...; "
+    "forms: [cifar-]plain<depth>, [cifar-]resnet<depth>[-a|-b|-c], [cifar-]preact-resnet<depth>[-a|-b|-c]; "
+    "CIFAR nets at ImageNet depths need the prefix: cifar-resnet50"
+)
+
+
+def names() -> list[str]:
+    """The canonical names of the nets in the papers. `spec` accepts many more (any valid depth)."""
+    return list(_LISTED)
+
+
+def spec(name: str, **options: Any) -> ModelSpec:
+    """What `name` builds; `options` (stride_placement, zero_init_residual, num_classes) are checked
+    and applied. Raises ValueError, one line naming the valid forms, for anything else."""
+    match = _NAME.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(f"unknown model {name!r}: {_FORMS}")
+    family: Family = _FAMILY[match["prefix"]]
+    depth = int(match["depth"])
+    suffix = match["suffix"]
+    if family == "plain" and suffix:
+        raise ValueError(f"unknown model {name!r}: plain nets have no shortcuts, so no -{suffix} suffix")
+    on_imagenet = depth in IMAGENET_STAGES and not match["cifar"]
+    base = _imagenet(family, depth) if on_imagenet else _cifar(name, family, depth)
+    if suffix:
+        base = replace(base, shortcut=suffix.upper())
+    return _with_options(replace(base, name=_canonical(base)), options)
+
+
+def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+    """The freshly initialised net `name` (see `spec`), with `num_classes` outputs if given."""
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    return build_spec(spec(name, **options))
+
+
+def build_spec(s: ModelSpec) -> ResNet:
+    """The net a `ModelSpec` describes."""
+    return ResNet(
+        stem="cifar" if s.dataset == "cifar10" else "imagenet",
+        block=s.block,
+        blocks_per_stage=s.blocks_per_stage,
+        widths=s.widths,
+        shortcut=s.shortcut,
+        preact=s.family == "preact",
+        stride_placement=s.stride_placement,
+        num_classes=s.num_classes,
+        zero_init_residual=s.zero_init_residual,
+    )
+
+
+def _imagenet(family: Family, depth: int) -> ModelSpec:
+    block, stages = IMAGENET_STAGES[depth]
+    return ModelSpec(
+        name="", family=family, dataset="imagenet", depth=depth, block=block,
+        shortcut=_default_shortcut(family, "imagenet"), stride_placement="v1",
+        num_classes=1000, input_size=224, blocks_per_stage=stages, widths=IMAGENET_WIDTHS,
+    )  # fmt: skip
+
+
+def _cifar(name: str, family: Family, depth: int) -> ModelSpec:
+    if family == "preact" and depth > PREACT_BASIC_MAX_DEPTH:
+        block, layers_per_block = "bottleneck", 3
+    else:
+        block, layers_per_block = "basic", 2
+    # Three stages of n blocks, plus the first conv and the fc.
+    n, rest = divmod(depth - 2, 3 * layers_per_block)
+    if rest or n < 1:
+        raise ValueError(f"unknown model {name!r}: {_FORMS}")
+    return ModelSpec(
+        name="", family=family, dataset="cifar10", depth=depth, block=block,
+        shortcut=_default_shortcut(family, "cifar10"), stride_placement="v1",
+        num_classes=10, input_size=32, blocks_per_stage=(n, n, n), widths=CIFAR_WIDTHS,
+    )  # fmt: skip
+
+
+def _default_shortcut(family: Family, dataset: Dataset) -> str | None:
+    if family == "plain":
+        return None
+    # Section 4.2 uses A on CIFAR, the ImageNet nets of Table 1 use B; He et al. 2016's code
+    # projects wherever dimensions change, on both.
+    return "A" if (family, dataset) == ("residual", "cifar10") else "B"
+
+
+def _canonical(s: ModelSpec) -> str:
+    prefix = "cifar-" if s.dataset == "cifar10" and s.depth in IMAGENET_STAGES else ""
+    suffix = "" if s.shortcut == _default_shortcut(s.family, s.dataset) else f"-{s.shortcut.lower()}"
+    return f"{prefix}{_PREFIX[s.family]}{s.depth}{suffix}"
+
+
+def _with_options(s: ModelSpec, options: dict[str, Any]) -> ModelSpec:
+    valid = ", ".join(f"{key} ({' | '.join(map(repr, values))})" for key, values in OPTIONS.items())
+    valid += ", num_classes (a positive int)"
+    for key, value in options.items():
+        if key == "num_classes":
+            if type(value) is not int or value < 1:
+                raise ValueError(f"model {s.name!r}: num_classes must be a positive int, got {value!r}")
+        elif key not in OPTIONS:
+            raise ValueError(f"model {s.name!r}: unknown option {key!r}; options are {valid}")
+        # `type` check, because 1 == True and 0 == False would pass `in`.
+        elif value not in OPTIONS[key] or type(value) is not type(OPTIONS[key][0]):
+            choices = " | ".join(map(repr, OPTIONS[key]))
+            raise ValueError(f"model {s.name!r}: {key} must be one of {choices}, got {value!r}")
+    if options.get("zero_init_residual") and s.family == "plain":
+        raise ValueError(f"model {s.name!r}: zero_init_residual needs residual blocks; plain nets have none")
+    return replace(s, **options)

@@ -1,0 +1,2 @@
+"""MLflow: the run of each training (`runs`), the model registry (`registry`), and the `pull` and
+`predict` commands (`cli`). `pyfunc_model` is the file MLflow runs to load a registered model."""

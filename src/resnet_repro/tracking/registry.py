@@ -1,0 +1,262 @@
+"""The model registry: publish a trained-model directory as a version, pull a version back, use it.
+
+Registered models are named `<dataset>-<variant>` (e.g. cifar10-resnet56). Each version is a pyfunc
+MLflow model whose artifacts are the trained-model directory (see `resnet_repro.artifacts`) plus a
+model card, card.json, which records the net (arch, options, class names, input size) and its lineage
+(git commit, data version, the training run's params, tags and metrics). The version's tags hold the
+sha256 of all four files: they live in the registry's database, apart from the files, so a file changed
+in the artifact store is caught on pull. Pulling downloads those files and loads tensors only
+(safetensors): no pickle is read and no code from the artifact store runs.
+The alias `champion` marks the version with the lowest test top-1 error. MLflow reserves the alias name
+`latest` for its own meaning, the highest version number, which is what `NAME@latest` resolves to here.
+
+References to a version: `models:/NAME@ALIAS`, `NAME@ALIAS`, `NAME/VERSION`, `NAME/latest`.
+"""
+
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+import resnet_repro
+from resnet_repro.artifacts import DESCRIPTION, PREPROCESS, WEIGHTS, load_trained, verify
+from resnet_repro.io import file_sha256
+from resnet_repro.tracking.runs import connect, is_not_found
+from resnet_repro.tracking.serving import class_probabilities, classify, decode_image  # noqa: F401 (re-exported)
+
+CARD = "card.json"
+CHAMPION_METRIC = "test_top1_error"
+CHAMPION = "champion"
+LATEST = "latest"  # not a stored alias: MLflow reserves it for the highest version
+# File -> the version tag holding its sha256. Versions registered before the json files were hashed
+# lack their tags; only the tensor files' tags are then required.
+SHA256_TAGS = {WEIGHTS: "weights_sha256", PREPROCESS: "preprocess_sha256", DESCRIPTION: "description_sha256",
+               CARD: "card_sha256"}
+REQUIRED_SHA256_TAGS = {"weights_sha256", "preprocess_sha256"}
+LOGGED_MODEL_NAME = "model"
+# Where pyfunc keeps the files given as `artifacts`, inside the logged model.
+PYFUNC_ARTIFACTS_DIR = "artifacts"
+PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+# The pyfunc imports resnet_repro; bundling the package's source makes the MLflow model loadable where
+# resnet-repro is not installed.
+PACKAGE_DIR = Path(resnet_repro.__file__).parent
+# Written out rather than inferred: inference loads the model in a subprocess and takes seconds.
+PIP_REQUIREMENTS = [f"{package}=={importlib.metadata.version(package)}"
+                    for package in ("torch", "numpy", "safetensors", "pandas", "pillow")]
+# No signature: MLflow would enforce one form of input, and the model takes several (see serving.py).
+# The MLmodel file says what it takes instead.
+MODEL_METADATA = {
+    "input": "raw RGB images: uint8 pixel arrays (N, H, W, 3) at the net's input size, or encoded PNG/JPEG "
+             "files (bytes; base64 strings in JSON), as a list or in a column 'image'",
+    "output": "one row per image: class_index, class_name, probability of the most likely class, and "
+              "probabilities {class name: probability}",
+}
+_REF = re.compile(r"(?:models:/)?(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+|latest))")
+
+logger = logging.getLogger(__name__)
+
+
+def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_name: str,
+                   metrics: dict[str, float], tags: dict[str, object]) -> dict:
+    """Log the trained model in `model_dir` to run `run_id` and make it a new version of `registered_name`.
+
+    The version is tagged with `tags`, `metrics`, the arch and the sha256 of the four files. `tags` should
+    carry `git_commit` and `data_version` (DVC's hash of the data): the card's lineage names them. `champion`
+    moves to it if its test_top1_error (a key of `metrics`) is the lowest of all versions. Returns what the
+    register stage records: name, version, aliases (including `latest`, which MLflow keeps for itself),
+    run_id, model_uri and champion_version.
+    """
+    if CHAMPION_METRIC not in metrics:
+        raise ValueError(f"metrics for {registered_name} lack {CHAMPION_METRIC!r}, which elects the champion; "
+                         f"got {sorted(metrics)}")
+    model_dir = Path(model_dir)
+    description = json.loads((model_dir / DESCRIPTION).read_text())
+    verify(model_dir, description)  # never publish a changed or damaged file
+    client = connect(tracking_uri)
+    card = {**description, "registered_name": registered_name,
+            "lineage": {"git_commit": tags.get("git_commit"), "data_version": tags.get("data_version"),
+                        "mlflow_run_id": run_id, "params": client.get_run(run_id).data.params,
+                        "metrics": metrics, "tags": tags}}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        card_path = Path(scratch, CARD)
+        card_path.write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+        files = {name: model_dir / name for name in (WEIGHTS, PREPROCESS, DESCRIPTION)} | {CARD: card_path}
+        hashes = {SHA256_TAGS[name]: file_sha256(path) for name, path in files.items()}
+        with _fluent_run(tracking_uri, run_id), _quiet_signature_warning():
+            logged = mlflow.pyfunc.log_model(
+                name=LOGGED_MODEL_NAME, python_model=str(PYFUNC_MODEL_CODE),
+                artifacts={name: str(path) for name, path in files.items()},
+                code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS, metadata=MODEL_METADATA)
+
+    version_tags = {**tags, **metrics, "arch": description["arch"], **hashes}
+    _create_registered_model_if_missing(client, registered_name)
+    version = client.create_model_version(
+        registered_name, source=logged.model_uri, run_id=run_id, model_id=logged.model_id,
+        tags={key: str(value) for key, value in version_tags.items() if value is not None}).version
+    champion = _elect_champion(client, registered_name)
+    client.set_registered_model_alias(registered_name, CHAMPION, champion)
+
+    aliases = client.get_registered_model(registered_name).aliases
+    return {"name": registered_name, "version": int(version),
+            "aliases": sorted([LATEST, *(alias for alias, aliased in aliases.items() if aliased == version)]),
+            "run_id": run_id, "model_uri": f"models:/{registered_name}/{version}",
+            "champion_version": int(champion)}
+
+
+def pull(ref: str, out_dir: Path, tracking_uri: str) -> Path:
+    """Download the version `ref` names into `out_dir` (the trained-model files and card.json), verified.
+
+    Files whose sha256 differs from the version's tags are refused before anything lands in `out_dir`.
+    Only those four files are downloaded, and nothing is loaded: no pickle is read, no code runs.
+    """
+    client = connect(tracking_uri)
+    version = _find_version(client, ref, tracking_uri)
+    stored_at = client.get_model_version_download_uri(version.name, version.version)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".pull-") as staging:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{stored_at}/{PYFUNC_ARTIFACTS_DIR}", dst_path=staging,
+                                            tracking_uri=tracking_uri)
+        downloaded = Path(staging, PYFUNC_ARTIFACTS_DIR)
+        for name, tag in SHA256_TAGS.items():
+            recorded = version.tags.get(tag)
+            if recorded is None and tag not in REQUIRED_SHA256_TAGS:
+                logger.warning("%s version %s has no %s tag (registered before it was recorded): %s is not "
+                               "verified", version.name, version.version, tag, name)
+                continue
+            actual = file_sha256(downloaded / name) if (downloaded / name).is_file() else "(missing)"
+            if actual != recorded:
+                raise ValueError(f"{name} of {version.name} version {version.version} has sha256 {actual}, but the "
+                                 f"registry's tag {tag} records {recorded}; the stored file was changed or damaged")
+        for name in (WEIGHTS, PREPROCESS, DESCRIPTION, CARD):
+            os.replace(downloaded / name, out_dir / name)
+    return out_dir
+
+
+def load_registered(ref: str, tracking_uri: str | None = None, device: str = "cpu") -> torch.nn.Module:
+    """The net `ref` names, in eval mode on `device`, with `class_names` and the `mean_image` for
+    `data.normalize` attached. `tracking_uri` None means MLflow's own default (MLFLOW_TRACKING_URI, ...)."""
+    with tempfile.TemporaryDirectory(prefix="resnet-repro-pull-") as directory:
+        trained = load_trained(pull(ref, Path(directory), tracking_uri or mlflow.get_tracking_uri()), device)
+    module = trained.module
+    module.class_names = trained.class_names
+    # A buffer follows the module across .to(device); not persistent, so the state dict stays the trained one.
+    module.register_buffer("mean_image", trained.mean_image, persistent=False)
+    return module
+
+
+def predict(ref: str, image_paths: Sequence[Path], tracking_uri: str | None) -> list[tuple[str, str, float]]:
+    """(path, class name, probability) of the most likely class for each PNG or JPEG file.
+
+    Images not at the net's input size are resized to it, with a warning naming the file. The answers are
+    those of the served model (`serving.classify`) for the same files.
+    """
+    module = load_registered(ref, tracking_uri)
+    input_size = module.mean_image.shape[-1]
+    images = np.stack([_read_rgb(Path(path), input_size) for path in image_paths])
+    table = classify(module, module.mean_image, module.class_names, images)
+    return [(str(path), class_name, probability)
+            for path, class_name, probability in zip(image_paths, table["class_name"], table["probability"])]
+
+
+def _read_rgb(path: Path, size: int) -> np.ndarray:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror})") from None
+    return decode_image(data, size, str(path))
+
+
+@contextmanager
+def _fluent_run(tracking_uri: str, run_id: str) -> Iterator[None]:
+    """Make `run_id` on `tracking_uri` MLflow's active run: model logging knows no other way to find it.
+
+    The process-wide tracking URI is put back afterwards.
+    """
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@contextmanager
+def _quiet_signature_warning() -> Iterator[None]:
+    """Silence MLflow's warning that it cannot infer a signature: the model has none on purpose."""
+    class _NoSignatureWarning(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "infer model signature" not in record.getMessage()
+
+    pyfunc_logger, quiet = logging.getLogger("mlflow.pyfunc"), _NoSignatureWarning()
+    pyfunc_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        pyfunc_logger.removeFilter(quiet)
+
+
+def _create_registered_model_if_missing(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def _elect_champion(client: MlflowClient, name: str) -> str:
+    """The version with the lowest test_top1_error; on a tie the current champion stays, else the oldest wins."""
+    current = client.get_registered_model(name).aliases.get(CHAMPION)
+    evaluated = [version for version in client.search_model_versions(f"name = '{name}'")
+                 if CHAMPION_METRIC in version.tags]
+    best = min(evaluated, key=lambda version: (float(version.tags[CHAMPION_METRIC]), version.version != current,
+                                               int(version.version)))
+    return best.version
+
+
+def _find_version(client: MlflowClient, ref: str, tracking_uri: str) -> ModelVersion:
+    """The version `ref` names; a LookupError that lists what does exist if it names nothing."""
+    match = _REF.fullmatch(ref)
+    if match is None:
+        raise ValueError(f"{ref!r} is not a model reference: use models:/NAME@ALIAS, NAME@ALIAS or NAME/VERSION")
+    name, alias, number = match["name"], match["alias"], match["version"]
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as error:
+        if not is_not_found(error):
+            raise
+        existing = sorted(model.name for model in client.search_registered_models())
+        raise LookupError(f"{ref}: {tracking_uri} has no registered model {name!r}; "
+                          f"it has: {', '.join(existing) or 'none'}") from None
+    if LATEST in (alias, number):
+        number = max(_version_numbers(client, name), default=None)
+    elif alias is not None:
+        if alias not in registered.aliases:
+            aliases = ", ".join(f"{known} (version {version})" for known, version in sorted(registered.aliases.items()))
+            raise LookupError(f"{ref}: {name} has no alias {alias!r}; its aliases: {aliases or 'none'}")
+        number = registered.aliases[alias]
+    try:
+        return client.get_model_version(name, number)
+    except MlflowException as error:
+        if not is_not_found(error):
+            raise
+        versions = ", ".join(map(str, _version_numbers(client, name)))
+        raise LookupError(f"{ref}: {name} has no version {number}; its versions: {versions or 'none'}") from None
+
+
+def _version_numbers(client: MlflowClient, name: str) -> list[int]:
+    return sorted(int(version.version) for version in client.search_model_versions(f"name = '{name}'"))

@@ -1,0 +1,31 @@
+"""Fixtures shared by the test modules."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No telemetry from the tools the tests drive (in this process and in the stages it starts).
+for variable, value in {"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+                        "NO_ALBUMENTATIONS_UPDATE": "1"}.items():
+    os.environ.setdefault(variable, value)
+
+from resnet_repro.data.cifar10 import Cifar10Arrays, load_archive  # noqa: E402 (after the environment)
+
+# The tests run on the real CIFAR-10 archive, which sits in shared/ beside the checkout;
+# CIFAR10_ARCHIVE points elsewhere.
+DEFAULT_CIFAR10_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar-10-python.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive() -> Path:
+    path = Path(os.environ.get("CIFAR10_ARCHIVE", DEFAULT_CIFAR10_ARCHIVE))
+    if not path.is_file():
+        pytest.fail(f"the real CIFAR-10 archive is not at {path}; set CIFAR10_ARCHIVE to its path")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar10(cifar10_archive: Path) -> Cifar10Arrays:
+    """The whole archive, read once per session (a few seconds)."""
+    return load_archive(cifar10_archive)

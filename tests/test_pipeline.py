@@ -1,0 +1,236 @@
+"""The whole pipeline through DVC on a small subset of the real CIFAR-10, as a user runs it.
+
+One module-scoped project (a copy of this repository with CPU-scale params) is reproduced once; the
+tests then check what a user relies on: outputs and errors, no-op re-runs, which stages a params
+change re-runs, resume after kill -9, bad input refused, and pulling the registered model from
+another directory.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+VARIANTS = ["plain20", "resnet20"]
+ITERATIONS = 120
+
+
+def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stages_that_would_run(project: Path) -> set[str]:
+    output = run(["dvc", "repro", "--dry"], project).stdout
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_params(project: Path, **changes) -> None:
+    """set_params(project, **{"train.lr": 0.05}) edits params.yaml like a user would."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, cifar10_archive) -> Path:
+    """A fresh copy of the repository (tracked files only) with CPU-scale params, reproduced once."""
+    project = tmp_path_factory.mktemp("project")
+    tracked = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPOSITORY).stdout
+    for name in filter(None, tracked.split("\0")):
+        source = REPOSITORY / name
+        if source.is_file() and not name.startswith(("data/", "models/", "metrics/", "reports/")):
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, project / name)
+    set_params(project, **{
+        "data.archive": str(cifar10_archive), "data.subset": 2000, "data.val_size": 500,
+        "train.iterations": ITERATIONS, "train.milestones": [80, 100], "train.checkpoint_every": 10,
+        "train.eval_every": 60, "train.log_every": 10, "study.variants": VARIANTS, "study.seeds": [0],
+    })
+    run(["git", "init", "-q"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "project"], project)
+    run(["dvc", "repro"], project, timeout=1800)
+    return project
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_repro_trains_evaluates_and_registers_every_variant(project):
+    for variant in VARIANTS:
+        evaluation = read_json(project / "metrics" / variant / "seed0" / "eval.json")
+        # The full real test set, every image once; chance is 90% error.
+        assert evaluation["test_images"] == 10_000
+        assert evaluation["val_images"] == 500
+        assert evaluation["test_top1_error"] < 0.8, evaluation
+        training = read_json(project / "metrics" / variant / "seed0" / "train.json")
+        assert training["iterations"] == ITERATIONS
+        curve = (project / "metrics" / variant / "seed0" / "curve.tsv").read_text().splitlines()
+        assert curve[0].split("\t")[:4] == ["step", "loss", "train_error", "lr"]
+        assert len(curve) == 1 + ITERATIONS // 10
+        registry = read_json(project / "metrics" / variant / "seed0" / "registry.json")
+        assert registry["name"] == f"cifar10-{variant}" and "champion" in registry["aliases"]
+    report = (project / "reports" / "study.md").read_text()
+    assert "resnet20" in report and "8.75" in report  # the paper's Table 6 beside the measured error
+
+
+def test_mlflow_run_has_params_curves_eval_metrics_and_tags(project):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    training = read_json(project / "metrics" / "resnet20" / "seed0" / "train.json")
+    mlflow_run = client.get_run(training["mlflow_run_id"])
+    assert mlflow_run.info.run_name == "resnet20 seed 0"
+    assert mlflow_run.data.params["train.lr"] == "0.1"
+    tags = mlflow_run.data.tags
+    assert (tags["variant"], tags["family"], tags["depth"], tags["shortcut"], tags["seed"]) == \
+        ("resnet20", "residual", "20", "A", "0")
+    assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"])
+    assert "test_top1_error" in mlflow_run.data.metrics
+    losses = client.get_metric_history(mlflow_run.info.run_id, "loss")
+    assert [m.step for m in losses] == list(range(10, ITERATIONS + 1, 10))
+
+
+def test_second_repro_runs_nothing(project):
+    assert stages_that_would_run(project) == set()
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_changing_lr_reruns_only_training_and_what_follows(project):
+    original = (project / "params.yaml").read_text()
+    try:
+        set_params(project, **{"train.lr": 0.05})
+        expected = {f"{stage}@{variant}-0" for stage in ("train", "evaluate", "register") for variant in VARIANTS}
+        assert stages_that_would_run(project) == expected | {"report"}
+    finally:
+        (project / "params.yaml").write_text(original)
+
+
+def test_kill_9_during_training_then_repro_resumes(project):
+    checkpoint = project / "models" / "resnet20" / "seed0" / "checkpoint.pt"
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    # -f: train again from scratch (the finished checkpoint is not resumed).
+    process = subprocess.Popen(["dvc", "repro", "-f", "--single-item", "train@resnet20-0"], cwd=project, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            state = torch.load(checkpoint, weights_only=True) if checkpoint.exists() else None
+            if state is not None and not state["complete"] and state["iteration"] >= 30:
+                break
+            time.sleep(1)
+        assert process.poll() is None, process.stdout.read().decode()
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    interrupted = torch.load(checkpoint, weights_only=True)
+    # Nothing looks finished: DVC removed the stage's outputs when it started, and the lock is stale.
+    assert not (project / "models" / "resnet20" / "seed0" / "model.safetensors").exists()
+    assert "train@resnet20-0" in run(["dvc", "status"], project).stdout
+
+    output = run(["dvc", "repro"], project, timeout=1800).stdout
+    assert f"Resumed from checkpoint at iteration {interrupted['iteration']}" in output
+    training = read_json(project / "metrics" / "resnet20" / "seed0" / "train.json")
+    assert training["mlflow_run_id"] == interrupted["mlflow_run_id"]  # the same MLflow run continued
+    assert stages_that_would_run(project) == set()
+
+
+def test_pulled_model_from_another_directory_reproduces_eval_error(project, tmp_path):
+    """What a colleague does: only the tracking URI, no checkout, the model's own normalisation."""
+    env_uri = f"sqlite:///{project / 'mlflow.db'}"
+    pulled = tmp_path / "pulled"
+    run(["resnet-repro", "pull", "models:/cifar10-resnet20@champion", "--out", str(pulled),
+         "--tracking-uri", env_uri], tmp_path)
+    with np.load(project / "data" / "prepared" / "cifar10" / "test.npz") as test:
+        np.save(tmp_path / "images.npy", test["images"])
+        np.save(tmp_path / "labels.npy", test["labels"])
+    script = f"""
+import numpy as np, torch, resnet_repro
+from resnet_repro.data.normalize import normalize
+model = resnet_repro.load_registered("cifar10-resnet20@champion", tracking_uri={env_uri!r})
+images = torch.from_numpy(np.load("images.npy")).permute(0, 3, 1, 2)
+labels = torch.from_numpy(np.load("labels.npy"))
+with torch.no_grad():
+    predictions = torch.cat([model(normalize(batch, model.mean_image)).argmax(1) for batch in images.split(500)])
+print((predictions != labels).float().mean().item())
+"""
+    error = float(run([sys.executable, "-c", script], tmp_path).stdout.strip().splitlines()[-1])
+    evaluation = read_json(project / "metrics" / "resnet20" / "seed0" / "eval.json")
+    registry = read_json(project / "metrics" / "resnet20" / "seed0" / "registry.json")
+    if registry["champion_version"] == registry["version"]:
+        assert error == pytest.approx(evaluation["test_top1_error"], abs=1e-4)
+    assert (pulled / "model.safetensors").exists() and (pulled / "card.json").exists()
+
+
+def test_predict_prints_the_class_of_real_images(project, tmp_path, cifar10):
+    from PIL import Image
+
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"test{index}.png"
+        Image.fromarray(cifar10.test_images[index]).save(path)
+        paths.append(str(path))
+    output = run(["resnet-repro", "predict", "--model", "models:/cifar10-resnet20@champion",
+                  "--tracking-uri", f"sqlite:///{project / 'mlflow.db'}", *paths], tmp_path).stdout
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 3
+    assert all(any(name in line for name in cifar10.class_names) for line in lines)
+
+
+def test_missing_alias_lists_what_exists(project, tmp_path):
+    result = run(["resnet-repro", "pull", "models:/cifar10-resnet20@best", "--out", str(tmp_path / "x"),
+                  "--tracking-uri", f"sqlite:///{project / 'mlflow.db'}"], tmp_path, check=False)
+    assert result.returncode != 0
+    assert "champion" in result.stderr and "\nTraceback" not in result.stderr
+
+
+@pytest.mark.parametrize("dotted, value, message", [
+    ("train.lr", -0.1, "train.lr = -0.1"),
+    ("data.subset", 49_000, "data.subset = 49000"),
+    ("study.variants", ["resnet21"], "resnet21"),
+])
+def test_bad_params_stop_the_stage_with_one_line(project, dotted, value, message):
+    original = (project / "params.yaml").read_text()
+    try:
+        set_params(project, **{dotted: value})
+        result = run([sys.executable, "pipeline/prepare.py"], project, check=False)
+        assert result.returncode != 0
+        assert message in result.stderr and "Traceback" not in result.stderr
+    finally:
+        (project / "params.yaml").write_text(original)
+
+
+def test_corrupt_archive_fails_prepare_and_keeps_previous_outputs(project, tmp_path, cifar10_archive):
+    truncated = tmp_path / "cifar-10-python.tar.gz"
+    with open(cifar10_archive, "rb") as source:
+        truncated.write_bytes(source.read(5_000_000))
+    original = (project / "params.yaml").read_text()
+    prepared = project / "data" / "prepared" / "cifar10"
+    before = sorted(p.name for p in prepared.iterdir())
+    try:
+        set_params(project, **{"data.archive": str(truncated)})
+        result = run([sys.executable, "pipeline/prepare.py"], project, check=False)
+        assert result.returncode != 0
+        assert str(truncated) in result.stderr and "Traceback" not in result.stderr
+        assert sorted(p.name for p in prepared.iterdir()) == before
+    finally:
+        (project / "params.yaml").write_text(original)
