@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-if ! dpkg -s libopencv-dev libturbojpeg0-dev >/dev/null 2>&1; then
+# postgresql: the tests start a throwaway MLflow tracking server backed by it.
+if ! dpkg -s libopencv-dev libturbojpeg0-dev postgresql >/dev/null 2>&1; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq --no-install-recommends libopencv-dev libturbojpeg0-dev pkg-config >/dev/null
+  $sudo_cmd apt-get install -y -qq --no-install-recommends libopencv-dev libturbojpeg0-dev pkg-config postgresql >/dev/null
 fi
 
 python3 -m venv .venv

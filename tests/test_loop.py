@@ -42,7 +42,7 @@ def make_run(lr: float = 0.05, warmup: bool = False):
 
 
 def settings(iterations: int, **overrides) -> LoopSettings:
-    values = dict(iterations=iterations, log_every=2, checkpoint_every=3, eval_every=0,
+    values = dict(iterations=iterations, log_every=2, checkpoint_every=3, checkpoint_seconds=3600, eval_every=0,
                   device=torch.device("cpu"), dtype=None)
     return LoopSettings(**{**values, **overrides})
 

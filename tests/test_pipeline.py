@@ -56,7 +56,7 @@ def project(tmp_path_factory, cifar10_archive) -> Path:
     tracked = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPOSITORY).stdout
     for name in filter(None, tracked.split("\0")):
         source = REPOSITORY / name
-        if source.is_file() and not name.startswith(("data/", "models/", "metrics/", "reports/")):
+        if source.is_file() and not name.startswith(("data/", "models/", "checkpoints/", "metrics/", "reports/")):
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, project / name)
     set_params(project, **{
@@ -127,7 +127,7 @@ def test_changing_lr_reruns_only_training_and_what_follows(project):
 
 
 def test_kill_9_during_training_then_repro_resumes(project):
-    checkpoint = project / "models" / "resnet20" / "seed0" / "checkpoint.pt"
+    checkpoint = project / "checkpoints" / "resnet20" / "seed0" / "checkpoint.pt"
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     # -f: train again from scratch (the finished checkpoint is not resumed).
     process = subprocess.Popen(["dvc", "repro", "-f", "--single-item", "train@resnet20-0"], cwd=project, env=env,

@@ -72,6 +72,7 @@ class TrainParams(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str = "auto"
     checkpoint_every: PositiveInt = 500
+    checkpoint_seconds: Annotated[float, Field(gt=0)] = 60.0
     log_every: PositiveInt = 20
     eval_every: NonNegativeInt = 2000
 
@@ -197,6 +198,9 @@ class Layout:
 
     def model_dir(self, variant: str, seed: int) -> Path:
         return self.root / "models" / self.run_name(variant, seed)
+
+    def checkpoint_path(self, variant: str, seed: int) -> Path:
+        return self.root / "checkpoints" / self.run_name(variant, seed) / "checkpoint.pt"
 
     def metrics_dir(self, variant: str, seed: int) -> Path:
         return self.root / "metrics" / self.run_name(variant, seed)

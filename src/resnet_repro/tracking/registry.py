@@ -29,12 +29,13 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 import resnet_repro
 from resnet_repro.artifacts import DESCRIPTION, PREPROCESS, WEIGHTS, load_trained, verify
 from resnet_repro.io import file_sha256
-from resnet_repro.tracking.runs import connect, is_not_found
-from resnet_repro.tracking.serving import class_probabilities, classify, decode_image  # noqa: F401 (re-exported)
+from resnet_repro.tracking.runs import TRACKING_URI_ENV, connect, is_not_found
+from resnet_repro.tracking.serving import classify, decode_image
 
 CARD = "card.json"
 CHAMPION_METRIC = "test_top1_error"
@@ -95,17 +96,18 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
         card_path.write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
         files = {name: model_dir / name for name in (WEIGHTS, PREPROCESS, DESCRIPTION)} | {CARD: card_path}
         hashes = {SHA256_TAGS[name]: file_sha256(path) for name, path in files.items()}
-        with _fluent_run(tracking_uri, run_id), _quiet_signature_warning():
-            logged = mlflow.pyfunc.log_model(
-                name=LOGGED_MODEL_NAME, python_model=str(PYFUNC_MODEL_CODE),
-                artifacts={name: str(path) for name, path in files.items()},
-                code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS, metadata=MODEL_METADATA)
-
-    version_tags = {**tags, **metrics, "arch": description["arch"], **hashes}
-    _create_registered_model_if_missing(client, registered_name)
-    version = client.create_model_version(
-        registered_name, source=logged.model_uri, run_id=run_id, model_id=logged.model_id,
-        tags={key: str(value) for key, value in version_tags.items() if value is not None}).version
+        version_tags = {**tags, **metrics, "arch": description["arch"], **hashes}
+        with _default_tracking_uri(tracking_uri):
+            with mlflow.start_run(run_id=run_id), _quiet_signature_warning():
+                logged = mlflow.pyfunc.log_model(
+                    name=LOGGED_MODEL_NAME, python_model=str(PYFUNC_MODEL_CODE),
+                    artifacts={name: str(path) for name, path in files.items()},
+                    code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS, metadata=MODEL_METADATA)
+            _create_registered_model_if_missing(client, registered_name)
+            # A database-backed registry looks the logged model up through the default tracking URI.
+            version = client.create_model_version(
+                registered_name, source=logged.model_uri, run_id=run_id, model_id=logged.model_id,
+                tags={key: str(value) for key, value in version_tags.items() if value is not None}).version
     champion = _elect_champion(client, registered_name)
     client.set_registered_model_alias(registered_name, CHAMPION, champion)
 
@@ -181,18 +183,24 @@ def _read_rgb(path: Path, size: int) -> np.ndarray:
 
 
 @contextmanager
-def _fluent_run(tracking_uri: str, run_id: str) -> Iterator[None]:
-    """Make `run_id` on `tracking_uri` MLflow's active run: model logging knows no other way to find it.
+def _default_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Make `tracking_uri` MLflow's process-wide default inside the block.
 
-    The process-wide tracking URI is put back afterwards.
+    Model logging finds its run only through the default, and a database-backed registry finds logged
+    models through it. MLflow keeps the default in a module variable and copies it into the
+    MLFLOW_TRACKING_URI environment variable; both are put back as they were.
     """
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    saved_uri = tracking_utils._tracking_uri
+    saved_env = os.environ.get(TRACKING_URI_ENV)
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        with mlflow.start_run(run_id=run_id):
-            yield
+        yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(saved_uri)  # None also removes MLFLOW_TRACKING_URI
+        if saved_env is None:
+            os.environ.pop(TRACKING_URI_ENV, None)
+        else:
+            os.environ[TRACKING_URI_ENV] = saved_env
 
 
 @contextmanager

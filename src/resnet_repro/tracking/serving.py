@@ -31,7 +31,7 @@ import logging
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from resnet_repro.data.normalize import normalize
 
@@ -57,10 +57,12 @@ def decode_image(data: bytes, size: int, name: str) -> np.ndarray:
                 raise ValueError(f"{name}: {image.width}x{image.height} pixels is more than the {MAX_PIXELS} "
                                  "accepted")
             rgb = image.convert("RGB")
-    # Pillow reports a file it cannot identify or decode (truncated, corrupt) as an OSError, a few broken
-    # files as SyntaxError, and an image beyond its own pixel limit as DecompressionBombError.
+    except UnidentifiedImageError:
+        raise ValueError(f"{name}: not a PNG or JPEG image") from None
+    # Pillow reports a file it cannot decode (truncated, corrupt) as an OSError, a few broken files as
+    # SyntaxError, and an image beyond its own pixel limit as DecompressionBombError.
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{name}: not a readable {' or '.join(ENCODED_FORMATS)} image ({error})") from None
+        raise ValueError(f"{name}: a damaged PNG or JPEG image ({error})") from None
     if rgb.size != (size, size):
         logger.warning("%s: resized from %dx%d to %dx%d, the net's input size", name, *rgb.size, size, size)
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)

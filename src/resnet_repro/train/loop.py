@@ -27,6 +27,7 @@ class LoopSettings:
     iterations: int
     log_every: int
     checkpoint_every: int
+    checkpoint_seconds: float
     eval_every: int  # 0: measure test error only at the end
     device: torch.device
     dtype: torch.dtype | None  # autocast dtype; None for fp32
@@ -88,6 +89,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
     window_images, window_start = 0, time.perf_counter()
     loss_value = train_error = math.nan
     test_error = None
+    last_checkpoint = time.monotonic()
     model.train()
     progress = tqdm(total=settings.iterations, initial=iteration, unit="it", dynamic_ncols=True,
                     desc="train", mininterval=1.0)
@@ -114,7 +116,9 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
             progress.update()
 
             is_last = iteration == settings.iterations
-            if iteration % settings.log_every == 0 or is_last or iteration % settings.checkpoint_every == 0:
+            wants_checkpoint = (iteration % settings.checkpoint_every == 0 or is_last
+                                or time.monotonic() - last_checkpoint >= settings.checkpoint_seconds)
+            if iteration % settings.log_every == 0 or wants_checkpoint:
                 # The only host-device synchronisation of the loop.
                 loss_value = window_loss.item() / window_images
                 train_error = window_wrong.item() / window_images
@@ -148,12 +152,13 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
                 log_metrics({"test_error": test_error}, iteration)
                 window_start = time.perf_counter()  # evaluation time is not training throughput
 
-            if iteration % settings.checkpoint_every == 0 or is_last:
+            if wants_checkpoint:
                 # A finite loss can still hide overflowed weights or BN statistics: never save those.
                 if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
                     raise TrainingDiverged(f"weights became non-finite at iteration {iteration} (lr {lr:g}); "
                                            f"the last good checkpoint is kept")
                 save_checkpoint(training_state())
+                last_checkpoint = time.monotonic()
             if is_last:
                 break
         epoch += 1

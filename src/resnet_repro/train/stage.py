@@ -57,7 +57,7 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
     # A checkpoint is resumed only if the same configuration and code wrote it and it is unfinished:
     # a finished one means DVC re-runs the stage because something changed (or was forced).
     run_fingerprint = fingerprint(params.train.model_dump(), variant, seed, stats["channel_mean"].tolist(), source_digest())
-    checkpoint_path = model_dir / "checkpoint.pt"
+    checkpoint_path = layout.checkpoint_path(variant, seed)
     resume = load_checkpoint(checkpoint_path)
     if resume is not None and (resume["fingerprint"] != run_fingerprint or resume["complete"]):
         why = "is finished" if resume["complete"] else "was written by another configuration or code"
@@ -78,7 +78,8 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
                                               "mlflow_run_id": run.run_id})
 
         settings = LoopSettings(iterations=params.train.iterations, log_every=params.train.log_every,
-                                checkpoint_every=params.train.checkpoint_every, eval_every=params.train.eval_every,
+                                checkpoint_every=params.train.checkpoint_every,
+                                checkpoint_seconds=params.train.checkpoint_seconds, eval_every=params.train.eval_every,
                                 device=device, dtype=dtype)
         result = fit(model, optimizer, schedule, train_loader, settings, resume=resume,
                      save_checkpoint=checkpoint, log_metrics=run.log_metrics,

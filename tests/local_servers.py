@@ -1,0 +1,81 @@
+"""Real servers for the tests, on 127.0.0.1 only: a free port, a bounded wait until they answer, and a
+stop that takes the whole process group down (the mlflow CLIs run uvicorn as a child)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+# The console scripts (mlflow, and the uvicorn it starts) sit beside the interpreter running the tests.
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def mlflow_env(**extra: str) -> dict[str, str]:
+    """The environment for an `mlflow` subprocess: the venv's scripts first on PATH, no telemetry."""
+    return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+
+
+@contextmanager
+def running(command: list[str], ready_url: str, log_path: Path, env: dict[str, str], cwd: Path,
+            startup_seconds: float) -> Iterator[subprocess.Popen]:
+    """Start `command`, wait until GET `ready_url` answers 200 (failing the test with the log's tail if it
+    exits or takes more than `startup_seconds`), and stop it when the block ends, whatever happens."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   cwd=cwd, start_new_session=True)
+    try:
+        _wait_until_ready(ready_url, process, log_path, startup_seconds, Path(command[0]).name)
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group that `process` leads, then SIGKILL to what is left of it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    process.wait(timeout=10)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"({path} was not written)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_until_ready(url: str, process: subprocess.Popen, log_path: Path, seconds: float, name: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode} before it answered {url}:\n{tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"{name} did not answer {url} within {seconds} s:\n{tail(log_path)}")
