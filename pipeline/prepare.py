@@ -1,8 +1,8 @@
-"""prepare: the CIFAR-10 archive -> train/val/test splits, class names and image statistics."""
+"""prepare: the CIFAR-10 archive or an image folder -> splits, class names and image statistics."""
 
 from _stage import run_stage
 
-from resnet_repro.data.stage import prepare_cifar10
+from resnet_repro.data.stage import prepare
 
 if __name__ == "__main__":
-    run_stage("prepare", prepare_cifar10)
+    run_stage("prepare", prepare)

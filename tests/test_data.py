@@ -22,6 +22,7 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from resnet_repro.data.augment import Augmentation
 from resnet_repro.data.cifar10 import CLASS_NAMES, fetch_archive, load_archive, split_indices
 from resnet_repro.data.errors import DataError
 from resnet_repro.data.ffcv_io import make_loader, write_beton
@@ -382,6 +383,7 @@ def test_missing_or_corrupt_split_is_reported(tmp_path):
 TRAIN_IMAGES, TEST_IMAGES = 1000, 200
 TRAIN_BATCH = 100
 CROP_PADDING = 4
+CIFAR_PAPER = Augmentation(crop_size=32, crop_padding=CROP_PADDING)
 
 
 @pytest.fixture(scope="module")
@@ -401,12 +403,13 @@ def mean_image(cifar10) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def train_loader(betons, mean_image):
     # Shared: numba compiles the augmentation pipeline on its first epoch, which takes ~15 s.
-    return make_loader(betons / "train.beton", batch_size=TRAIN_BATCH, train=True,
+    return make_loader(betons / "train.beton", augmentation=CIFAR_PAPER, batch_size=TRAIN_BATCH, train=True,
                        mean_image=mean_image, device=CPU, seed=7)
 
 
 def test_eval_loader_yields_every_test_image_once_in_order(betons, cifar10, mean_image):
-    loader = make_loader(betons / "test.beton", batch_size=64, train=False, mean_image=mean_image, device=CPU)
+    loader = make_loader(betons / "test.beton", augmentation=CIFAR_PAPER, batch_size=64, train=False,
+                         mean_image=mean_image, device=CPU)
     batches = list(loader)
     assert loader.num_images == TEST_IMAGES
     assert len(loader) == len(batches) == 4  # 200 = 3 * 64 + 8: the last, partial batch is kept
@@ -463,8 +466,8 @@ def test_torch_thread_count_survives_ffcv(train_loader, betons, mean_image):
     wanted = 3  # neither of the worker counts below, which FFCV would set
     torch.set_num_threads(wanted)
     try:
-        make_loader(betons / "test.beton", batch_size=10, train=False, mean_image=mean_image,
-                    device=CPU, num_workers=1)
+        make_loader(betons / "test.beton", augmentation=CIFAR_PAPER, batch_size=10, train=False,
+                    mean_image=mean_image, device=CPU, num_workers=1)
         assert torch.get_num_threads() == wanted
         for _ in train_loader:
             assert torch.get_num_threads() == wanted
@@ -475,10 +478,11 @@ def test_torch_thread_count_survives_ffcv(train_loader, betons, mean_image):
 
 def test_loader_refuses_missing_file_and_dropping_evaluation_images(betons, mean_image):
     with pytest.raises(DataError, match="nothing.beton: .beton file does not exist"):
-        make_loader(betons / "nothing.beton", batch_size=10, train=True, mean_image=mean_image, device=CPU)
+        make_loader(betons / "nothing.beton", augmentation=CIFAR_PAPER, batch_size=10, train=True,
+                    mean_image=mean_image, device=CPU)
     with pytest.raises(ValueError, match="drop_last=True would leave evaluation images uncounted"):
-        make_loader(betons / "test.beton", batch_size=10, train=False, mean_image=mean_image, device=CPU,
-                    drop_last=True)
+        make_loader(betons / "test.beton", augmentation=CIFAR_PAPER, batch_size=10, train=False,
+                    mean_image=mean_image, device=CPU, drop_last=True)
 
 
 def test_write_beton_refuses_bad_arrays_before_writing(tmp_path):

@@ -12,7 +12,7 @@ from resnet_repro.train.recipe import PaperSchedule
 
 
 class FixedBatches:
-    """A loader with the interface of data.ffcv_io.CifarLoader whose epoch e is a fixed function of e."""
+    """A loader with the interface of the data loaders (data.loading) whose epoch e is a fixed function of e."""
 
     def __init__(self, num_batches: int = 4, batch_size: int = 8):
         generator = torch.Generator().manual_seed(0)

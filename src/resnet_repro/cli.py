@@ -5,6 +5,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from resnet_repro.data import cli as data_cli
     from resnet_repro.models import cli as models_cli
     from resnet_repro.tracking import cli as tracking_cli
 
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     models_cli.add_commands(commands)
     tracking_cli.add_commands(commands)
+    data_cli.add_commands(commands)
     return parser
 
 

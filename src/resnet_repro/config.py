@@ -29,18 +29,40 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    dataset: Literal["cifar10"] = "cifar10"
-    archive: str
+    # cifar10: the CIFAR-10 python archive. imagefolder: `root` holds train/<class>/* and val/<class>/*.
+    dataset: Literal["cifar10", "imagefolder"] = "cifar10"
+    archive: str | None = None
+    root: str | None = None
     subset: PositiveInt | None = None
     val_size: NonNegativeInt = 5000
     split_seed: NonNegativeInt = 0
+    # Image folders: the prepare stage fails when more than this fraction of the files is unreadable.
+    max_bad_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # Image folders in FFCV: longest side capped at max_resolution, each image stored as JPEG with this
+    # probability (else raw pixels), at this quality.
+    max_resolution: PositiveInt = 512
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
+    compress_probability: Annotated[float, Field(ge=0, le=1)] = 1.0
 
     @property
     def archive_is_url(self) -> bool:
-        return self.archive.startswith(("http://", "https://"))
+        return self.archive is not None and self.archive.startswith(("http://", "https://"))
+
+    @model_validator(mode="after")
+    def _source_given(self) -> "DataParams":
+        needed = {"cifar10": "archive", "imagefolder": "root"}[self.dataset]
+        if getattr(self, needed) is None:
+            raise ValueError(f"data.{needed} is required when data.dataset is {self.dataset!r}")
+        return self
 
     @model_validator(mode="after")
     def _split_fits(self) -> "DataParams":
+        if self.dataset == "imagefolder":
+            # The folder's own val/ is the held-out split; its size is known only once prepare walks it.
+            if self.val_size:
+                raise ValueError(f"data.val_size = {self.val_size}: an image folder brings its own val/ "
+                                 "split, so data.val_size must be 0")
+            return self
         available = TRAIN_SET_SIZE[self.dataset]
         if self.val_size >= available:
             raise ValueError(f"data.val_size = {self.val_size}: must be < the {available} training images")
@@ -53,8 +75,41 @@ class DataParams(Section):
 
 
 class LoaderParams(Section):
-    backend: Literal["ffcv"] = "ffcv"
+    # ffcv: the fast default. torch: a PyTorch DataLoader with albumentations, where FFCV cannot be built.
+    backend: Literal["ffcv", "torch"] = "ffcv"
     num_workers: PositiveInt = 2
+
+
+class AugmentParams(Section):
+    """Training augmentation and evaluation views; both loader backends give each key the same meaning."""
+
+    # CIFAR (the paper): zero-pad by crop_padding pixels, random crop back to 32x32.
+    crop_padding: NonNegativeInt = 4
+    flip: bool = True
+    # Image folders (the paper's scale augmentation): shorter side resized to a random size in
+    # scale_range, then a random crop_size square.
+    scale_range: tuple[PositiveInt, PositiveInt] = (256, 480)
+    crop_size: PositiveInt = 224
+    # fb.resnet.torch colour jitter: brightness, contrast and saturation each by 1 + U(-j, j); 0 is off.
+    color_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # AlexNet PCA lighting noise, alpha ~ N(0, lighting_std) per component (the paper: 0.1); 0 is off.
+    # Eigen-decomposition from the training set's stats.json, or fb.resnet.torch's ImageNet constants.
+    lighting_std: Annotated[float, Field(ge=0)] = 0.0
+    lighting_eigen: Literal["dataset", "imagenet"] = "dataset"
+    # Evaluation on image folders: shorter side resized to eval_resize, centre or 10 crops of crop_size;
+    # multi-scale testing averages the fully-convolutional scores over these shorter sides.
+    eval_resize: PositiveInt = 256
+    test_scales: Annotated[list[PositiveInt], Field(min_length=1)] = [224, 256, 384, 480, 640]
+
+    @model_validator(mode="after")
+    def _sizes_consistent(self) -> "AugmentParams":
+        low, high = self.scale_range
+        if not self.crop_size <= low <= high:
+            raise ValueError(f"augment.scale_range = {list(self.scale_range)}: need crop_size "
+                             f"({self.crop_size}) <= low <= high")
+        if self.eval_resize < self.crop_size:
+            raise ValueError(f"augment.eval_resize = {self.eval_resize}: must be >= crop_size ({self.crop_size})")
+        return self
 
 
 class TrainParams(Section):
@@ -127,6 +182,7 @@ class MlflowParams(Section):
 class Params(Section):
     data: DataParams
     loader: LoaderParams = LoaderParams()
+    augment: AugmentParams = AugmentParams()
     train: TrainParams
     evaluate: EvaluateParams = EvaluateParams()
     study: StudyParams

@@ -1,4 +1,4 @@
-"""CIFAR images in FFCV's .beton format: writing them, and loading normalised batches on any device.
+"""Images in FFCV's .beton format: writing them, and loading augmented, normalised batches on any device.
 
 FFCV resets torch's intra-op thread count to its own worker count (to 1 on import, to num_workers
 when a loader is built or an epoch starts). Left alone, CPU training would run with fewer threads
@@ -24,25 +24,28 @@ def _torch_threads_preserved() -> Iterator[None]:
 
 with _torch_threads_preserved():
     from ffcv.fields import IntField, RGBImageField
-    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
     from ffcv.writer import DatasetWriter
 
-from resnet_repro.data.errors import DataError  # noqa: E402 (after the guarded ffcv import)
+    from resnet_repro.data.ffcv_ops import ColorJitterOperation, PCALightingOperation, ScaleAugmentationDecoder
+
+from resnet_repro.data.augment import Augmentation  # noqa: E402 (after the guarded ffcv import)
+from resnet_repro.data.errors import DataError  # noqa: E402
+from resnet_repro.data.imagefolder import Sample, load_rgb  # noqa: E402
 from resnet_repro.data.normalize import normalize  # noqa: E402
 from resnet_repro.data.prepared import check_split_arrays  # noqa: E402
+from resnet_repro.data.loading import resolve_drop_last  # noqa: E402
 from resnet_repro.io import atomic_write  # noqa: E402
 
-# The paper's CIFAR augmentation: 4 pixels of zero padding on each side, then a random 32x32 crop.
-_CROP_PADDING = 4
 # FFCV orders epoch e with the generator seeded by (its seed + e), so runs seeded 0 and 1 would see
 # the same orders one epoch apart. Spreading our seeds this far apart keeps seeded runs independent.
 _ORDER_SEED_STRIDE = 1 << 20
 
 
 class _ImageLabelPairs:
-    """The indexable (image, label) view that DatasetWriter reads from."""
+    """The indexable (image, label) view of arrays that DatasetWriter reads from."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
         self._images = images
@@ -55,29 +58,58 @@ class _ImageLabelPairs:
         return self._images[index], int(self._labels[index])
 
 
-def write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_workers: int = 2) -> None:
-    """Write uint8 NHWC `images` (stored raw, lossless) and their labels to the .beton at `path`.
+class _DecodedFiles:
+    """The indexable (image, label) view of image files: each is decoded when its writer asks for it,
+    so memory holds a chunk of images, never the dataset."""
 
-    The file is written under a temporary name and renamed when complete, so an interrupted write
-    never leaves a `.beton` that looks finished.
-    """
-    # Checked here because an exception inside one of FFCV's writer processes makes the parent
-    # wait forever for samples that will never arrive.
-    check_split_arrays(images, labels, str(path))
-    fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
+    def __init__(self, samples: list[Sample]):
+        self._samples = samples
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        sample = self._samples[index]
+        return load_rgb(sample.path), sample.label
+
+
+def _write(path: Path, pairs, image_field: RGBImageField, num_workers: int) -> None:
+    """Write (image, label) pairs under a temporary name, renamed when complete: an interrupted write
+    never leaves a `.beton` that looks finished."""
+    fields = {"image": image_field, "label": IntField()}
 
     def write(temporary: Path) -> None:
         writer = DatasetWriter(str(temporary), fields, num_workers=num_workers)
-        writer.from_indexed_dataset(_ImageLabelPairs(images, labels))
+        writer.from_indexed_dataset(pairs)
 
     atomic_write(Path(path), write)
 
 
-class CifarLoader:
+def write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_workers: int = 2) -> None:
+    """Write uint8 NHWC `images` (stored raw, lossless) and their labels to the .beton at `path`."""
+    # Checked here because an exception inside one of FFCV's writer processes makes the parent
+    # wait forever for samples that will never arrive.
+    check_split_arrays(images, labels, str(path))
+    _write(path, _ImageLabelPairs(images, labels), RGBImageField(write_mode="raw"), num_workers)
+
+
+def write_folder_beton(path: Path, samples: list[Sample], *, max_resolution: int, jpeg_quality: int,
+                       compress_probability: float, num_workers: int = 2) -> None:
+    """Write image files (checked readable by the prepare stage) to the .beton at `path`.
+
+    Each image is scaled down so its longer side is at most `max_resolution`, then stored as JPEG
+    at `jpeg_quality` with probability `compress_probability`, else as raw pixels.
+    """
+    field = RGBImageField(write_mode="proportion", max_resolution=max_resolution, jpeg_quality=jpeg_quality,
+                          compress_probability=compress_probability)
+    _write(path, _DecodedFiles(samples), field, num_workers)
+
+
+class FfcvLoader:
     """Batches `(images, labels)` from a .beton: images normalised float32 NCHW, labels int64.
 
     Both are on the loader's device. In training order the data order of epoch `e` depends only on
-    (seed, e), so a resumed run sees the same order after `set_epoch(e)`. The random crops and flips
+    (seed, e), so a resumed run sees the same order after `set_epoch(e)`. The random augmentations
     are drawn by FFCV's compiled code from numba's own generator and are not reproducible.
     """
 
@@ -112,6 +144,7 @@ class CifarLoader:
 def make_loader(
     path: Path,
     *,
+    augmentation: Augmentation,
     batch_size: int,
     train: bool,
     mean_image: torch.Tensor,
@@ -119,26 +152,21 @@ def make_loader(
     num_workers: int = 2,
     seed: int = 0,
     drop_last: bool | None = None,
-) -> CifarLoader:
+) -> FfcvLoader:
     """A loader over the .beton at `path`.
 
-    train=True: random order, zero-padded random 32x32 crop and random horizontal flip; drops the
-    last partial batch unless drop_last=False. train=False: file order, no augmentation, and every
-    image exactly once (drop_last=True is refused). `mean_image` is (3, H, W) on the 0..255 scale.
+    train=True: random order and `augmentation`; drops the last partial batch unless drop_last=False.
+    train=False: file order, the evaluation view of `augmentation`, and every image exactly once
+    (drop_last=True is refused). `mean_image` is (3, H, W) on the 0..255 scale.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: .beton file does not exist (run the ffcv stage)")
-    if drop_last is None:
-        drop_last = train
-    elif drop_last and not train:
-        raise ValueError("drop_last=True would leave evaluation images uncounted")
-
-    augmentation = [RandomHorizontalFlip(), RandomTranslate(padding=_CROP_PADDING)] if train else []
+    drop_last = resolve_drop_last(train, drop_last)
     # On CUDA, FFCV stages batches in pinned memory and copies them on side streams, hence
     # non_blocking. Each pipeline gets its own operations: FFCV keys its graph by operation object.
     pipelines = {
-        "image": [SimpleRGBImageDecoder(), *augmentation, ToTensor(), ToDevice(device, non_blocking=True),
+        "image": [*_image_operations(augmentation, train), ToTensor(), ToDevice(device, non_blocking=True),
                   ToTorchImage()],
         # Squeeze only dim 1: squeezing all size-1 dims would turn a final batch of one into a scalar.
         "label": [IntDecoder(), ToTensor(), ToDevice(device, non_blocking=True), Squeeze(1)],
@@ -153,4 +181,25 @@ def make_loader(
             drop_last=drop_last,
             pipelines=pipelines,
         )
-    return CifarLoader(loader, mean_image.to(device=device, dtype=torch.float32))
+    return FfcvLoader(loader, mean_image.to(device=device, dtype=torch.float32))
+
+
+def _image_operations(augmentation: Augmentation, train: bool) -> list:
+    """Decoder and augmentation: the FFCV counterpart of augment.albumentations_pipeline."""
+    crop = (augmentation.crop_size, augmentation.crop_size)
+    if not train:
+        if augmentation.eval_resize is None:
+            return [SimpleRGBImageDecoder()]
+        return [CenterCropRGBImageDecoder(crop, ratio=augmentation.crop_size / augmentation.eval_resize)]
+    if augmentation.shorter_side_range is not None:
+        operations = [ScaleAugmentationDecoder(augmentation.crop_size, augmentation.shorter_side_range)]
+    else:
+        operations = [SimpleRGBImageDecoder(), RandomTranslate(padding=augmentation.crop_padding)]
+    if augmentation.flip:
+        operations.append(RandomHorizontalFlip())
+    if augmentation.color_jitter:
+        operations.append(ColorJitterOperation(augmentation.color_jitter))
+    if augmentation.lighting_std:
+        operations.append(PCALightingOperation(augmentation.lighting_std, augmentation.eigval_array,
+                                               augmentation.eigvec_array))
+    return operations

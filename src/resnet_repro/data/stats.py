@@ -13,10 +13,10 @@ _ARRAY_KEYS = ("mean_image", "channel_mean", "channel_std", "rgb_cov", "eigval",
 _PIXEL_MAX = 255.0
 
 
-def image_stats(images: np.ndarray, batch: int = 4096) -> dict:
-    """Statistics of uint8 NHWC RGB images, streamed `batch` images at a time into float64 sums.
+class StatsAccumulator:
+    """Streams uint8 NHWC RGB batches of one fixed size into float64 sums; memory does not grow with N.
 
-    Returns numpy values:
+    `result()` returns numpy values:
       num_images    int
       mean_image    (H, W, 3), 0..255 scale: the per-pixel mean that normalize() subtracts
       channel_mean  (3,), [0, 1] scale
@@ -25,35 +25,57 @@ def image_stats(images: np.ndarray, batch: int = 4096) -> dict:
       eigval        (3,), eigenvalues of rgb_cov, descending
       eigvec        (3, 3), the matching eigenvectors as columns (the PCA lighting convention)
     """
-    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
-            and images.shape[3] == 3 and len(images) > 0):
-        raise ValueError(f"images must be a non-empty uint8 array (N, H, W, 3), got {describe(images)}")
-    pixel_sums = np.zeros(images.shape[1:], dtype=np.float64)
-    rgb_products = np.zeros((3, 3), dtype=np.float64)
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch].astype(np.float64)
-        pixel_sums += chunk.sum(axis=0)
-        rgb = chunk.reshape(-1, 3)
-        rgb_products += rgb.T @ rgb
 
-    num_images = len(images)
-    num_pixels = num_images * images.shape[1] * images.shape[2]
-    mean_image = pixel_sums / num_images
-    channel_mean = mean_image.mean(axis=(0, 1)) / _PIXEL_MAX
-    # E[x x^T] - E[x] E[x]^T cancels nothing that matters: the sums above are of integers and
-    # stay below 2**53 (exact in float64) up to ~1e8 CIFAR-sized or ~2.7e6 ImageNet-sized images.
-    rgb_cov = rgb_products / (num_pixels * _PIXEL_MAX**2) - np.outer(channel_mean, channel_mean)
-    eigval, eigvec = np.linalg.eigh(rgb_cov)
-    descending = np.argsort(eigval)[::-1]
-    return {
-        "num_images": num_images,
-        "mean_image": mean_image,
-        "channel_mean": channel_mean,
-        "channel_std": np.sqrt(np.diag(rgb_cov)),
-        "rgb_cov": rgb_cov,
-        "eigval": eigval[descending],
-        "eigvec": eigvec[:, descending],
-    }
+    def __init__(self) -> None:
+        self.num_images = 0
+        self._pixel_sums: np.ndarray | None = None
+        self._rgb_products = np.zeros((3, 3), dtype=np.float64)
+
+    def add(self, images: np.ndarray) -> None:
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
+                and images.shape[3] == 3):
+            raise ValueError(f"images must be a uint8 array (N, H, W, 3), got {describe(images)}")
+        if self._pixel_sums is None:
+            self._pixel_sums = np.zeros(images.shape[1:], dtype=np.float64)
+        elif images.shape[1:] != self._pixel_sums.shape:
+            raise ValueError(f"images of shape {images.shape[1:]} after images of shape {self._pixel_sums.shape}")
+        as_float = images.astype(np.float64)
+        self._pixel_sums += as_float.sum(axis=0)
+        rgb = as_float.reshape(-1, 3)
+        self._rgb_products += rgb.T @ rgb
+        self.num_images += len(images)
+
+    def result(self) -> dict:
+        if not self.num_images:
+            raise ValueError("no images were added")
+        height, width, _ = self._pixel_sums.shape
+        mean_image = self._pixel_sums / self.num_images
+        channel_mean = mean_image.mean(axis=(0, 1)) / _PIXEL_MAX
+        # E[x x^T] - E[x] E[x]^T cancels nothing that matters: the sums above are of integers and
+        # stay below 2**53 (exact in float64) up to ~1e8 CIFAR-sized or ~2.7e6 224x224 images.
+        num_pixels = self.num_images * height * width
+        rgb_cov = self._rgb_products / (num_pixels * _PIXEL_MAX**2) - np.outer(channel_mean, channel_mean)
+        eigval, eigvec = np.linalg.eigh(rgb_cov)
+        descending = np.argsort(eigval)[::-1]
+        return {
+            "num_images": self.num_images,
+            "mean_image": mean_image,
+            "channel_mean": channel_mean,
+            "channel_std": np.sqrt(np.diag(rgb_cov)),
+            "rgb_cov": rgb_cov,
+            "eigval": eigval[descending],
+            "eigvec": eigvec[:, descending],
+        }
+
+
+def image_stats(images: np.ndarray, batch: int = 4096) -> dict:
+    """StatsAccumulator.result() for a non-empty uint8 NHWC array, streamed `batch` images at a time."""
+    if not (isinstance(images, np.ndarray) and len(images) > 0):
+        raise ValueError(f"images must be a non-empty uint8 array (N, H, W, 3), got {describe(images)}")
+    accumulator = StatsAccumulator()
+    for start in range(0, len(images), batch):
+        accumulator.add(images[start:start + batch])
+    return accumulator.result()
 
 
 def save_stats(path: Path, stats: dict) -> None:

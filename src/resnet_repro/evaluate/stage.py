@@ -10,7 +10,7 @@ import torch
 
 from resnet_repro.artifacts import load_trained
 from resnet_repro.config import Layout, Params
-from resnet_repro.data.ffcv_io import make_loader
+from resnet_repro.data.loading import make_split_loader, split_names
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.io import write_json
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
@@ -23,11 +23,10 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
     trained.module.to(memory_format=torch.channels_last)
     metrics = {}
     for split in ("test", "val"):
-        beton = layout.ffcv_dir / f"{split}.beton"
-        if not beton.exists():
-            continue  # no validation split when data.val_size is 0
-        loader = make_loader(beton, batch_size=params.evaluate.batch_size, train=False,
-                             mean_image=trained.mean_image, device=device, num_workers=params.loader.num_workers)
+        if split not in split_names(layout):
+            continue  # no validation split when data.val_size is 0; image folders have no test split
+        loader = make_split_loader(params, layout, split, train=False, batch_size=params.evaluate.batch_size,
+                                   mean_image=trained.mean_image, device=device)
         errors = top_k_errors(trained.module, loader, device=device)
         metrics.update({f"{split}_top1_error": errors["top1_error"], f"{split}_top5_error": errors["top5_error"],
                         f"{split}_images": errors["num_images"]})

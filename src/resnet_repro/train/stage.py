@@ -13,7 +13,7 @@ import torch
 
 from resnet_repro import models
 from resnet_repro.config import Layout, Params
-from resnet_repro.data.ffcv_io import make_loader
+from resnet_repro.data.loading import make_split_loader, split_names
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.artifacts import save_trained
@@ -48,11 +48,12 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
     optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr, momentum=params.train.momentum,
                                 weight_decay=params.train.weight_decay)
     schedule = cifar_schedule(params.train, spec.depth)
-    train_loader = make_loader(layout.ffcv_dir / "train.beton", batch_size=params.train.batch_size, train=True,
-                               mean_image=mean_image, device=device, num_workers=params.loader.num_workers,
-                               seed=seed)
-    test_loader = make_loader(layout.ffcv_dir / "test.beton", batch_size=params.evaluate.batch_size, train=False,
-                              mean_image=mean_image, device=device, num_workers=params.loader.num_workers)
+    train_loader = make_split_loader(params, layout, "train", train=True, batch_size=params.train.batch_size,
+                                     mean_image=mean_image, device=device, seed=seed)
+    # The curves' held-out error: the test split where there is one (CIFAR), else an image folder's val/.
+    curve_split = "test" if "test" in split_names(layout) else "val"
+    test_loader = make_split_loader(params, layout, curve_split, train=False, batch_size=params.evaluate.batch_size,
+                                    mean_image=mean_image, device=device)
 
     # A checkpoint is resumed only if the same configuration and code wrote it and it is unfinished:
     # a finished one means DVC re-runs the stage because something changed (or was forced).
@@ -87,7 +88,7 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
 
         save_trained(model_dir, model, mean_image, {
             "arch": variant, "num_classes": len(class_names), "class_names": class_names,
-            "input_size": 32, "dataset": params.data.dataset, "seed": seed,
+            "input_size": mean_image.shape[-1], "dataset": params.data.dataset, "seed": seed,
             "options": {"family": spec.family, "depth": spec.depth, "shortcut": spec.shortcut},
         })
         write_tsv(metrics_dir / "curve.tsv", result.curves.steps, STEP_COLUMNS)

@@ -1,0 +1,128 @@
+"""Steady-state throughput of the training input pipelines: FFCV, the torch backend, and torchvision's
+usual pipeline (PIL images + torchvision.transforms + DataLoader), with the same images, workers and
+batch size. Only the pipelines run: no model, so the figure is the most images per second a training
+could be fed.
+"""
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
+
+from resnet_repro.config import AugmentParams
+from resnet_repro.data import cifar10, imagefolder
+from resnet_repro.data.augment import Augmentation, augmentation_for
+from resnet_repro.data.stats import image_stats, mean_image_tensor
+from resnet_repro.data.torch_loader import ArrayImages, FileImages, TorchLoader
+
+CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    batch_size: int = 256
+    workers: int = 2
+    warmup_batches: int = 20  # FFCV compiles its pipeline and DataLoader starts its workers here
+    timed_batches: int = 100
+
+
+def images_per_second(loader, settings: BenchSettings) -> float:
+    """Images per second over `timed_batches` batches, after `warmup_batches`."""
+    batches = _endless(loader)
+    for _ in range(settings.warmup_batches):
+        next(batches)
+    counted, start = 0, time.perf_counter()
+    for _ in range(settings.timed_batches):
+        images, _ = next(batches)
+        counted += len(images)
+    return counted / (time.perf_counter() - start)
+
+
+def _endless(loader):
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):  # torchvision's plain DataLoader has no epochs to set
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+class _PilArrays(Dataset):
+    """What torchvision.datasets.CIFAR10 does per item: a PIL image from the array, then transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def bench_cifar10(archive: Path, settings: BenchSettings) -> dict:
+    arrays = cifar10.load_archive(cifar10.fetch_archive(str(archive), Path(tempfile.gettempdir())))
+    images, labels = arrays.train_images, arrays.train_labels
+    stats = image_stats(images)
+    augmentation = augmentation_for("cifar10", AugmentParams(), stats)
+    channel_mean, channel_std = stats["channel_mean"].tolist(), stats["channel_std"].tolist()
+    torchvision_pipeline = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(channel_mean, channel_std)])
+
+    def write_ffcv(path: Path) -> None:
+        from resnet_repro.data.ffcv_io import write_beton
+
+        write_beton(path, images, labels, num_workers=settings.workers)
+
+    return _bench_all(write_ffcv, ArrayImages(images, labels, augmentation, train=True),
+                      _PilArrays(images, labels, torchvision_pipeline), augmentation, stats, settings)
+
+
+def bench_imagefolder(root: Path, settings: BenchSettings, max_resolution: int = 512) -> dict:
+    folder = imagefolder.scan(root)
+    samples = folder.samples["train"]
+    # The statistics only shape the normalisation; a sample of views is as good as all of them here.
+    views = [imagefolder.inspect(sample, 224, 256)[0] for sample in samples[:256]]
+    stats = image_stats(np.stack([view for view in views if view is not None]))
+    augmentation = augmentation_for("imagefolder", AugmentParams(), stats)
+    torchvision_pipeline = transforms.Compose([
+        transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(stats["channel_mean"].tolist(), stats["channel_std"].tolist())])
+
+    def write_ffcv(path: Path) -> None:
+        from resnet_repro.data.ffcv_io import write_folder_beton
+
+        write_folder_beton(path, samples, max_resolution=max_resolution, jpeg_quality=90, compress_probability=1.0,
+                           num_workers=settings.workers)
+
+    return _bench_all(write_ffcv, FileImages(samples, augmentation, train=True),
+                      datasets.ImageFolder(str(root / "train"), transform=torchvision_pipeline),
+                      augmentation, stats, settings)
+
+
+def _bench_all(write_ffcv, torch_dataset: Dataset, torchvision_dataset: Dataset, augmentation: Augmentation,
+               stats: dict, settings: BenchSettings) -> dict:
+    from resnet_repro.data.ffcv_io import make_loader
+
+    mean_image = torch.nn.functional.interpolate(mean_image_tensor(stats)[None], size=(augmentation.crop_size,) * 2,
+                                                 mode="area")[0]
+    common = {"batch_size": settings.batch_size, "train": True, "mean_image": mean_image, "device": CPU,
+              "num_workers": settings.workers}
+    with tempfile.TemporaryDirectory() as directory:
+        beton = Path(directory) / "train.beton"
+        write_ffcv(beton)
+        ffcv = images_per_second(make_loader(beton, augmentation=augmentation, **common), settings)
+    portable = images_per_second(TorchLoader(torch_dataset, **common), settings)
+    torchvision = images_per_second(
+        DataLoader(torchvision_dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True,
+                   num_workers=settings.workers, persistent_workers=True), settings)
+    return {"ffcv_img_per_s": ffcv, "torch_img_per_s": portable, "torchvision_img_per_s": torchvision,
+            "ffcv_over_torchvision": ffcv / torchvision, "batch_size": settings.batch_size,
+            "workers": settings.workers, "timed_batches": settings.timed_batches}

@@ -1,0 +1,60 @@
+"""One way for the stages to get batches, whichever backend params.yaml names.
+
+    loader = make_split_loader(params, layout, "train", train=True, batch_size=128,
+                               mean_image=mean_image, device=device, seed=seed)
+
+Both backends yield `(images, labels)`: images (N, 3, H, W) float32, (pixels - per-pixel mean) / 255,
+labels int64, on `device`; `len()` is batches per epoch, `num_images` the split's size, and
+`set_epoch(e)` makes the training order of epoch e a function of (seed, e) only.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from resnet_repro.config import Layout, Params
+from resnet_repro.data.augment import Augmentation, augmentation_for
+from resnet_repro.data.imagefolder import read_list
+from resnet_repro.data.prepared import read_split
+from resnet_repro.data.stats import load_stats
+
+
+def resolve_drop_last(train: bool, drop_last: bool | None) -> bool:
+    """Training drops the last partial batch by default; evaluation must see every image."""
+    if drop_last is None:
+        return train
+    if drop_last and not train:
+        raise ValueError("drop_last=True would leave evaluation images uncounted")
+    return drop_last
+
+
+def split_names(layout: Layout) -> list[str]:
+    """The splits the prepare stage wrote (train, and val and/or test), from its meta.json."""
+    return list(json.loads((layout.prepared_dir / "meta.json").read_text())["sizes"])
+
+
+def augmentation_from(params: Params, layout: Layout) -> Augmentation:
+    return augmentation_for(params.data.dataset, params.augment, load_stats(layout.prepared_dir / "stats.json"))
+
+
+def make_split_loader(params: Params, layout: Layout, split: str, *, train: bool, batch_size: int,
+                      mean_image: torch.Tensor, device: torch.device, seed: int = 0,
+                      drop_last: bool | None = None):
+    """The loader of `split` for params.loader.backend: ffcv reads data/ffcv/<dataset>/<split>.beton,
+    torch reads the prepared data directly."""
+    augmentation = augmentation_from(params, layout)
+    settings = {"batch_size": batch_size, "train": train, "mean_image": mean_image, "device": device,
+                "num_workers": params.loader.num_workers, "seed": seed, "drop_last": drop_last}
+    # Each backend is imported only when chosen: the torch backend must work where FFCV is not installed.
+    if params.loader.backend == "ffcv":
+        from resnet_repro.data.ffcv_io import make_loader
+
+        return make_loader(layout.ffcv_dir / f"{split}.beton", augmentation=augmentation, **settings)
+    from resnet_repro.data.torch_loader import ArrayImages, FileImages, TorchLoader
+
+    if params.data.dataset == "cifar10":
+        dataset = ArrayImages(*read_split(layout.prepared_dir, split), augmentation, train)
+    else:
+        dataset = FileImages(read_list(layout.prepared_dir, split, Path(params.data.root)), augmentation, train)
+    return TorchLoader(dataset, **settings)
