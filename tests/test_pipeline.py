@@ -238,3 +238,18 @@ def test_corrupt_archive_fails_prepare_and_keeps_previous_outputs(project, tmp_p
         assert sorted(p.name for p in prepared.iterdir()) == before
     finally:
         (project / "params.yaml").write_text(original)
+
+
+def test_fresh_clone_with_dvc_pull_is_complete_and_reruns_nothing(project, tmp_path):
+    """A teammate's view: push to a remote, clone the git repository, pull, and nothing is stale."""
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "teammates", str(remote)], project)
+    run(["dvc", "push"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "results"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    assert stages_that_would_run(clone) == set()
+    assert (clone / "models" / "resnet20" / "seed0" / "model.safetensors").exists()

@@ -2,6 +2,7 @@
 
     build("resnet56")                  # CIFAR-10, option A shortcuts
     build("resnet50", stride_placement="v1.5", zero_init_residual=True)
+    build("resnet20", shortcut="B")    # the same net as build("resnet20-b")
     spec("resnet110-b")                # what a name builds, without building it
     names()                            # the nets of the papers
 

@@ -14,6 +14,7 @@ Grammar (a name says what it builds; `spec(name).name` is the canonical spelling
   those depths are spelled `cifar-resnet50`, `cifar-plain152`. The `cifar-` prefix is accepted on
   every CIFAR name and kept in the canonical name only where it is needed.
 - A suffix equal to the default is dropped from the canonical name: `resnet20-a` is `resnet20`.
+- The suffix and the `shortcut` option say the same thing: `spec("resnet20", shortcut="B")` is `resnet20-b`.
 """
 
 import re
@@ -51,8 +52,11 @@ IMAGENET_STAGES = {
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
 }
-IMAGENET_WIDTHS = (64, 128, 256, 512)
-CIFAR_WIDTHS = (16, 32, 64)
+# What a dataset fixes about its nets: Table 1 for ImageNet, Section 4.2 for CIFAR-10.
+DATASETS: dict[Dataset, dict[str, Any]] = {
+    "imagenet": {"num_classes": 1000, "input_size": 224, "widths": (64, 128, 256, 512)},
+    "cifar10": {"num_classes": 10, "input_size": 32, "widths": (16, 32, 64)},
+}
 # Beyond this depth the pre-activation CIFAR nets switch to bottlenecks (He et al. 2016).
 PREACT_BASIC_MAX_DEPTH = 110
 
@@ -62,7 +66,13 @@ _NAME = re.compile(
     r"(?P<cifar>cifar-)?(?P<prefix>plain|resnet|preact-resnet)(?P<depth>[1-9][0-9]*)(?:-(?P<suffix>[abc]))?"
 )
 
-OPTIONS = {"stride_placement": ("v1", "v1.5"), "zero_init_residual": (False, True)}
+# The options of `spec` and `build` besides num_classes, each with its valid values; the name gives
+# the defaults (the shortcut from its suffix or family, "v1", False).
+OPTIONS = {
+    "shortcut": ("A", "B", "C"),
+    "stride_placement": ("v1", "v1.5"),
+    "zero_init_residual": (False, True),
+}
 
 _LISTED = (
     # CIFAR-10: Figure 6 and Table 6, He et al. 2016's pre-activation nets
@@ -91,8 +101,8 @@ def names() -> list[str]:
 
 
 def spec(name: str, **options: Any) -> ModelSpec:
-    """What `name` builds; `options` (stride_placement, zero_init_residual, num_classes) are checked
-    and applied. Raises ValueError, one line naming the valid forms, for anything else."""
+    """What `name` builds; `options` (shortcut, stride_placement, zero_init_residual, num_classes) are
+    checked and applied. Raises ValueError, one line naming the valid forms or values, for anything else."""
     match = _NAME.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(f"unknown model {name!r}: {_FORMS}")
@@ -101,11 +111,22 @@ def spec(name: str, **options: Any) -> ModelSpec:
     suffix = match["suffix"]
     if family == "plain" and suffix:
         raise ValueError(f"unknown model {name!r}: plain nets have no shortcuts, so no -{suffix} suffix")
-    on_imagenet = depth in IMAGENET_STAGES and not match["cifar"]
-    base = _imagenet(family, depth) if on_imagenet else _cifar(name, family, depth)
     if suffix:
-        base = replace(base, shortcut=suffix.upper())
-    return _with_options(replace(base, name=_canonical(base)), options)
+        # The suffix is the shortcut option spelled in the name; the two may not disagree.
+        option = options.get("shortcut", suffix)
+        if not isinstance(option, str) or option.upper() != suffix.upper():
+            says = f"the name says shortcut {suffix.upper()!r}, the option {option!r}"
+            raise ValueError(f"model {name!r}: {says}")
+        options = {**options, "shortcut": suffix}
+    dataset: Dataset = "imagenet" if depth in IMAGENET_STAGES and not match["cifar"] else "cifar10"
+    block, stages = IMAGENET_STAGES[depth] if dataset == "imagenet" else _cifar_stages(name, family, depth)
+    base = ModelSpec(
+        name=name, family=family, dataset=dataset, depth=depth, block=block,
+        shortcut=_default_shortcut(family, dataset), stride_placement="v1",
+        blocks_per_stage=stages, **DATASETS[dataset],
+    )  # fmt: skip
+    s = _with_options(base, options)
+    return replace(s, name=_canonical(s))
 
 
 def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
@@ -130,16 +151,7 @@ def build_spec(s: ModelSpec) -> ResNet:
     )
 
 
-def _imagenet(family: Family, depth: int) -> ModelSpec:
-    block, stages = IMAGENET_STAGES[depth]
-    return ModelSpec(
-        name="", family=family, dataset="imagenet", depth=depth, block=block,
-        shortcut=_default_shortcut(family, "imagenet"), stride_placement="v1",
-        num_classes=1000, input_size=224, blocks_per_stage=stages, widths=IMAGENET_WIDTHS,
-    )  # fmt: skip
-
-
-def _cifar(name: str, family: Family, depth: int) -> ModelSpec:
+def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int, ...]]:
     if family == "preact" and depth > PREACT_BASIC_MAX_DEPTH:
         block, layers_per_block = "bottleneck", 3
     else:
@@ -148,11 +160,7 @@ def _cifar(name: str, family: Family, depth: int) -> ModelSpec:
     n, rest = divmod(depth - 2, 3 * layers_per_block)
     if rest or n < 1:
         raise ValueError(f"unknown model {name!r}: {_FORMS}")
-    return ModelSpec(
-        name="", family=family, dataset="cifar10", depth=depth, block=block,
-        shortcut=_default_shortcut(family, "cifar10"), stride_placement="v1",
-        num_classes=10, input_size=32, blocks_per_stage=(n, n, n), widths=CIFAR_WIDTHS,
-    )  # fmt: skip
+    return block, (n, n, n)
 
 
 def _default_shortcut(family: Family, dataset: Dataset) -> str | None:
@@ -173,15 +181,21 @@ def _with_options(s: ModelSpec, options: dict[str, Any]) -> ModelSpec:
     valid = ", ".join(f"{key} ({' | '.join(map(repr, values))})" for key, values in OPTIONS.items())
     valid += ", num_classes (a positive int)"
     for key, value in options.items():
+        # The name's suffix is lower case, so a shortcut is taken in either case: `a` is `A`.
+        checked = value.upper() if key == "shortcut" and isinstance(value, str) else value
         if key == "num_classes":
             if type(value) is not int or value < 1:
                 raise ValueError(f"model {s.name!r}: num_classes must be a positive int, got {value!r}")
         elif key not in OPTIONS:
             raise ValueError(f"model {s.name!r}: unknown option {key!r}; options are {valid}")
         # `type` check, because 1 == True and 0 == False would pass `in`.
-        elif value not in OPTIONS[key] or type(value) is not type(OPTIONS[key][0]):
+        elif checked not in OPTIONS[key] or type(checked) is not type(OPTIONS[key][0]):
             choices = " | ".join(map(repr, OPTIONS[key]))
             raise ValueError(f"model {s.name!r}: {key} must be one of {choices}, got {value!r}")
+    if "shortcut" in options:
+        if s.family == "plain":
+            raise ValueError(f"model {s.name!r}: plain nets have no shortcuts, so no shortcut option")
+        options = {**options, "shortcut": options["shortcut"].upper()}
     if options.get("zero_init_residual") and s.family == "plain":
         raise ValueError(f"model {s.name!r}: zero_init_residual needs residual blocks; plain nets have none")
     return replace(s, **options)

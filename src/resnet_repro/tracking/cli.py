@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from resnet_repro.tracking.registry import predict, pull
-from resnet_repro.tracking.runs import resolve_tracking_uri
+# The registry (and so mlflow, ~3 s to import) is imported by the commands that use it, so that
+# `resnet-repro models` and `--help` stay quick.
 
 _REF_FORMS = "models:/NAME@ALIAS, NAME@ALIAS, NAME/VERSION or NAME/latest, e.g. cifar10-resnet56@champion"
 
@@ -36,16 +36,22 @@ def _add_tracking_uri_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
+    from resnet_repro.tracking.runs import resolve_tracking_uri
+
     return args.tracking_uri or resolve_tracking_uri(Path.cwd(), None)
 
 
 def run_pull(args: argparse.Namespace) -> int:
+    from resnet_repro.tracking.registry import pull
+
     out_dir = pull(args.ref, args.out, _tracking_uri(args))
     print(f"{args.ref} -> {out_dir}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from resnet_repro.tracking.registry import predict
+
     for path, class_name, probability in predict(args.model, args.images, _tracking_uri(args)):
         print(f"{path}\t{class_name}\t{probability:.4f}")
     return 0
