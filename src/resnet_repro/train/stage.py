@@ -57,7 +57,8 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
 
     # A checkpoint is resumed only if the same configuration and code wrote it and it is unfinished:
     # a finished one means DVC re-runs the stage because something changed (or was forced).
-    run_fingerprint = fingerprint(params.train.model_dump(), variant, seed, stats["channel_mean"].tolist(), source_digest())
+    run_fingerprint = fingerprint(params.train.model_dump(), params.augment.model_dump(), variant, seed,
+                                  stats["channel_mean"].tolist(), source_digest())
     checkpoint_path = layout.checkpoint_path(variant, seed)
     resume = load_checkpoint(checkpoint_path)
     if resume is not None and (resume["fingerprint"] != run_fingerprint or resume["complete"]):
