@@ -29,3 +29,14 @@ def cifar10_archive() -> Path:
 def cifar10(cifar10_archive: Path) -> Cifar10Arrays:
     """The whole archive, read once per session (a few seconds)."""
     return load_archive(cifar10_archive)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One sqlite MLflow store per test module, as MLFLOW_TRACKING_URI: creating a database takes seconds."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(root)  # MLflow puts a new experiment's artifacts in ./mlruns
+        yield uri

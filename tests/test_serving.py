@@ -31,16 +31,6 @@ REQUEST_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("serving-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.chdir(root)  # MLflow puts a new experiment's artifacts in ./mlruns
-        yield uri
-
-
-@pytest.fixture(scope="module")
 def registered(store, cifar10, tmp_path_factory) -> str:
     """A random resnet20, saved as the train stage saves it and registered as the register stage does."""
     torch.manual_seed(0)

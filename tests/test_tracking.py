@@ -49,17 +49,6 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """One sqlite store for the module, as MLFLOW_TRACKING_URI: creating a database takes seconds."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.chdir(root)  # MLflow puts a new experiment's artifacts in ./mlruns
-        yield uri
-
-
-@pytest.fixture(scope="module")
 def images(cifar10) -> np.ndarray:
     return cifar10.test_images[:8]
 
