@@ -89,6 +89,9 @@ def test_repro_trains_evaluates_and_registers_every_variant(project):
         steps = [int(row.split("\t")[0]) for row in rows]
         # Every log_every steps, plus the steps where a timed checkpoint was taken.
         assert steps == sorted(set(steps)) and set(range(10, ITERATIONS + 1, 10)) <= set(steps)
+        responses = read_json(project / "metrics" / variant / "seed0" / "responses.json")
+        assert [row["layer"] for row in responses] == list(range(1, 19))  # Figure 7: the 18 3x3 layers
+        assert all(row["std"] > 0 for row in responses)
         registry = read_json(project / "metrics" / variant / "seed0" / "registry.json")
         assert registry["name"] == f"cifar10-{variant}" and "champion" in registry["aliases"]
     report = (project / "reports" / "study.md").read_text()

@@ -1,4 +1,5 @@
-"""The evaluate@<variant> stage: top-1/top-5 error of the final net on the test (and val) split.
+"""The evaluate@<variant> stage: top-1/top-5 error of the final net on the test (and val) split, and
+the std of its layer responses (Figure 7).
 
 Evaluation runs in float32 on the single original view of each image (the paper's CIFAR protocol),
 so the figure equals what anyone gets from the registered model, whatever precision it trained in.
@@ -12,6 +13,7 @@ from resnet_repro.artifacts import load_trained
 from resnet_repro.config import Layout, Params
 from resnet_repro.data.loading import make_split_loader, split_names
 from resnet_repro.evaluate.accuracy import top_k_errors
+from resnet_repro.evaluate.responses import response_stds
 from resnet_repro.io import write_json
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
 from resnet_repro.train.device import resolve_device
@@ -21,7 +23,7 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
     device = resolve_device(params.train.device)
     trained = load_trained(layout.model_dir(variant, seed), device)
     trained.module.to(memory_format=torch.channels_last)
-    metrics = {}
+    metrics, responses = {}, None
     for split in ("test", "val"):
         if split not in split_names(layout):
             continue  # no validation split when data.val_size is 0; image folders have no test split
@@ -30,11 +32,14 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
         errors = top_k_errors(trained.module, loader, device=device)
         metrics.update({f"{split}_top1_error": errors["top1_error"], f"{split}_top5_error": errors["top5_error"],
                         f"{split}_images": errors["num_images"]})
+        if responses is None:  # Figure 7 is on the test set (an image folder's val/ where there is none)
+            responses = response_stds(trained.module, loader)
 
     train_summary = json.loads((layout.metrics_dir(variant, seed) / "train.json").read_text())
     with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
                            run_name=f"{variant} seed {seed}", params={}, tags={},
                            resume_run_id=train_summary["mlflow_run_id"]) as run:
         run.log_metrics({k: v for k, v in metrics.items() if k.endswith("_error")}, train_summary["iterations"])
+    write_json(layout.metrics_dir(variant, seed) / "responses.json", responses)
     write_json(layout.metrics_dir(variant, seed) / "eval.json", metrics)
     return metrics
