@@ -7,8 +7,6 @@ import numpy as np
 
 from resnet_repro.data.errors import DataError, describe
 from resnet_repro.io import atomic_write
-# Re-exported under the name the data stages already import; resnet_repro.io is its home.
-from resnet_repro.io import write_json as write_json_atomic  # noqa: F401
 
 
 def check_split_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> None:

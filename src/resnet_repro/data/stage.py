@@ -20,9 +20,9 @@ from resnet_repro.data import cifar10, imagefolder
 from resnet_repro.data.errors import DataError
 from resnet_repro.data.ffcv_io import write_beton, write_folder_beton
 from resnet_repro.data.loading import split_names
-from resnet_repro.data.prepared import read_split, write_json_atomic, write_split
+from resnet_repro.data.prepared import read_split, write_split
 from resnet_repro.data.stats import StatsAccumulator, image_stats, save_stats
-from resnet_repro.io import staged_directory
+from resnet_repro.io import staged_directory, write_json
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
 
 # Statistics of an image folder are taken on each image's centre view at the paper's test geometry
@@ -61,7 +61,7 @@ def prepare_cifar10(params: Params, layout: Layout) -> dict:
         save_stats(directory / "stats.json", stats)
         meta = {"dataset": params.data.dataset, "class_names": arrays.class_names, "archive": str(archive),
                 "sizes": {split: len(labels) for split, (_, labels) in splits.items()}}
-        write_json_atomic(directory / "meta.json", meta)
+        write_json(directory / "meta.json", meta)
     return meta
 
 
@@ -92,11 +92,11 @@ def prepare_imagefolder(params: Params, layout: Layout) -> dict:
         for split, samples in readable.items():
             imagefolder.write_list(directory, split, folder.root, samples)
         save_stats(directory / "stats.json", accumulator.result())
-        write_json_atomic(directory / "skipped.json", report)
+        write_json(directory / "skipped.json", report)
         meta = {"dataset": params.data.dataset, "class_names": folder.class_names, "root": str(folder.root),
                 "sizes": {split: len(samples) for split, samples in readable.items()},
                 "skipped": report["count"]}
-        write_json_atomic(directory / "meta.json", meta)
+        write_json(directory / "meta.json", meta)
     _log_skip_report(params, layout, report)
     print(f"Prepared {meta['sizes']} images of {len(folder.class_names)} classes; skipped {report['count']} "
           f"file(s), listed in {layout.prepared_dir / 'skipped.json'}", flush=True)
