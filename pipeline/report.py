@@ -1,4 +1,5 @@
-"""report: the paper's table beside the measured one (reports/study.md, reports/study.json)."""
+"""report: the paper's table beside the measured one, plain vs residual, and the paper's figures
+(reports/study.md, reports/study.json, reports/figures/*.png)."""
 
 from _stage import run_stage
 

@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-# postgresql: the tests start a throwaway MLflow tracking server backed by it.
-if ! dpkg -s libopencv-dev libturbojpeg0-dev postgresql >/dev/null 2>&1; then
+# postgresql: the tests start a throwaway MLflow tracking server backed by it; chromium: the MLflow UI
+# test drives it headless (playwright's own browser download needs a network this setup cannot assume).
+if ! dpkg -s libopencv-dev libturbojpeg0-dev postgresql chromium >/dev/null 2>&1; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq --no-install-recommends libopencv-dev libturbojpeg0-dev pkg-config postgresql >/dev/null
+  $sudo_cmd apt-get install -y -qq --no-install-recommends libopencv-dev libturbojpeg0-dev pkg-config postgresql chromium >/dev/null
 fi
 
 python3 -m venv .venv

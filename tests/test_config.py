@@ -47,6 +47,10 @@ def test_project_params_are_the_papers_recipe():
     ("study.seeds", [0, 0], "study.seeds"),
     ("train.device", "tpu", "train.device = 'tpu'"),
     ("train.precision", "fp8", "train.precision = 'fp8'"),
+    ("evaluate.views", ["ten_crop"], "evaluate.views = ['ten_crop']: must start with center"),
+    ("evaluate.views", ["center", "twelve_crop"], "evaluate.views.1 = 'twelve_crop'"),
+    # The default dataset is CIFAR-10, evaluated on its single 32x32 view, as in the paper.
+    ("evaluate.views", ["center", "ten_crop"], "evaluate.views = ['center', 'ten_crop']: ten_crop and multi_scale"),
 ])
 def test_bad_value_names_key_path_and_value(raw, dotted, value, expected):
     with pytest.raises(ConfigError) as error:

@@ -37,3 +37,62 @@ def test_top_k_errors_count_every_image_once():
     assert errors["num_images"] == 48
     assert errors["top1_error"] == pytest.approx((logits.argmax(1) != labels).double().mean().item())
     assert 0 <= errors["top5_error"] <= errors["top1_error"]
+
+
+# --- the paper's ImageNet testing on image files --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_samples(tmp_path_factory, cifar10):
+    from folders import cifar_image_folder
+
+    from resnet_repro.data.imagefolder import scan
+
+    root = cifar_image_folder(cifar10, tmp_path_factory.mktemp("photos"), classes=3, train_per_class=1,
+                              val_per_class=4, sizes=[(48, 40), (40, 56), (44, 44)])
+    return scan(root).samples["val"]
+
+
+def test_ten_crop_and_multi_scale_average_the_softmax_of_every_view(photo_samples):
+    """Recomputed here image by image, from data.views and the model, in the plainest way."""
+    from resnet_repro.data.imagefolder import load_rgb
+    from resnet_repro.data.views import multi_scale_views, ten_crop
+    from resnet_repro.evaluate.multiview import errors_of, multi_scale_scores, ten_crop_scores
+
+    torch.manual_seed(0)
+    model = models.build("resnet20").eval()
+    mean_image = torch.rand(3, 32, 32) * 255
+    channel_mean = mean_image.mean(dim=(1, 2), keepdim=True)
+    cpu = torch.device("cpu")
+
+    def net(image, mean):  # one uint8 HWC image -> softmax
+        tensor = torch.from_numpy(image.copy()).permute(2, 0, 1).float()
+        return model(((tensor - mean) / 255)[None]).softmax(1)[0]
+
+    labels = [sample.label for sample in photo_samples]
+    with torch.no_grad():
+        ten = torch.stack([torch.stack([net(crop, mean_image) for crop in ten_crop(load_rgb(s.path), 32, 36)]).mean(0)
+                           for s in photo_samples])
+        scales = torch.stack([torch.stack([net(view, channel_mean) for view in
+                                           multi_scale_views(load_rgb(s.path), [32, 40, 64])]).mean(0)
+                              for s in photo_samples])
+    measured = list(ten_crop_scores(model, photo_samples, crop_size=32, resize=36, mean_image=mean_image,
+                                    device=cpu, batch_size=20, num_workers=0))
+    assert [len(labels) for _, labels in measured] == [2] * 6  # 20 crops per batch: 2 whole images
+    assert torch.allclose(torch.cat([scores for scores, _ in measured]), ten, atol=1e-5)
+    assert torch.cat([batch_labels for _, batch_labels in measured]).tolist() == labels
+    measured = list(multi_scale_scores(model, photo_samples, scales=[32, 40, 64], mean_image=mean_image,
+                                       device=cpu, num_workers=0))
+    assert torch.allclose(torch.cat([scores for scores, _ in measured]), scales, atol=1e-5)
+    # The averaged scores differ between the two protocols: the views are really there.
+    assert not torch.allclose(ten, scales, atol=1e-3)
+    errors = errors_of(measured)
+    assert errors["num_images"] == 12
+    assert errors["top1_error"] == pytest.approx((scales.argmax(1) != torch.tensor(labels)).double().mean().item())
+
+
+def test_ten_crop_refuses_a_mean_image_of_another_size(photo_samples):
+    from resnet_repro.evaluate.multiview import ten_crop_scores
+
+    with pytest.raises(ValueError, match=r"mean image is \(24, 24\), the crops 32x32"):
+        next(ten_crop_scores(models.build("resnet20"), photo_samples, crop_size=32, resize=36,
+                             mean_image=torch.zeros(3, 24, 24), device=torch.device("cpu"), num_workers=0))

@@ -207,8 +207,7 @@ def test_skip_report_is_logged_to_mlflow(prepared):
 def test_both_backends_load_the_prepared_folder(prepared, backend):
     params, layout, _ = prepared
     params = params.model_copy(update={"loader": params.loader.model_copy(update={"backend": backend})})
-    mean_image = mean_image_tensor(load_stats(layout.prepared_dir / "stats.json"))
-    mean_image = torch.nn.functional.interpolate(mean_image[None], size=(64, 64), mode="area")[0]
+    mean_image = mean_image_tensor(load_stats(layout.prepared_dir / "stats.json"), size=64)
     train = make_split_loader(params, layout, "train", train=True, batch_size=4, mean_image=mean_image, device=CPU)
     batches = list(train)
     assert len(batches) == len(train) == 3  # 15 images, the last partial batch dropped

@@ -9,7 +9,6 @@ another directory.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,54 +18,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from projects import VENV_BIN, commit, copy_repository, run, set_params, stages_that_would_run
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 VARIANTS = ["plain20", "resnet20"]
 ITERATIONS = 120
-
-
-def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def stages_that_would_run(project: Path) -> set[str]:
-    output = run(["dvc", "repro", "--dry"], project).stdout
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def set_params(project: Path, **changes) -> None:
-    """set_params(project, **{"train.lr": 0.05}) edits params.yaml like a user would."""
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        section, key = dotted.split(".")
-        params[section][key] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, cifar10_archive) -> Path:
     """A fresh copy of the repository (tracked files only) with CPU-scale params, reproduced once."""
-    project = tmp_path_factory.mktemp("project")
-    tracked = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPOSITORY).stdout
-    for name in filter(None, tracked.split("\0")):
-        source = REPOSITORY / name
-        if source.is_file() and not name.startswith(("data/", "models/", "checkpoints/", "metrics/", "reports/")):
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, project / name)
-    set_params(project, **{
+    project = copy_repository(tmp_path_factory.mktemp("project"), **{
         "data.archive": str(cifar10_archive), "data.subset": 2000, "data.val_size": 500,
         "train.iterations": ITERATIONS, "train.milestones": [80, 100], "train.checkpoint_every": 10,
         "train.eval_every": 60, "train.log_every": 10, "study.variants": VARIANTS, "study.seeds": [0],
     })
-    run(["git", "init", "-q"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "project"], project)
     run(["dvc", "repro"], project, timeout=1800)
     return project
 
@@ -114,6 +79,14 @@ def test_mlflow_run_has_params_curves_eval_metrics_and_tags(project):
     losses = client.get_metric_history(mlflow_run.info.run_id, "loss")
     curve = (project / "metrics" / "resnet20" / "seed0" / "curve.tsv").read_text().splitlines()[1:]
     assert sorted(m.step for m in losses) == [int(row.split("\t")[0]) for row in curve]
+
+
+def test_dvc_plots_show_renders_every_declared_curve(project, tmp_path):
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], project)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    for variant in VARIANTS:
+        for title in ("training loss", "test error", "std of layer responses"):
+            assert f"{variant} seed 0, {title}" in page
 
 
 def test_second_repro_runs_nothing(project):
@@ -248,8 +221,7 @@ def test_fresh_clone_with_dvc_pull_is_complete_and_reruns_nothing(project, tmp_p
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-f", "-d", "teammates", str(remote)], project)
     run(["dvc", "push"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "results"], project)
+    commit(project, "results")
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     run(["dvc", "pull"], clone)

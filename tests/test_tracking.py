@@ -339,3 +339,21 @@ def test_predict_command_names_an_unreadable_image(registered, tmp_path, capsys)
 
     assert main(["predict", "--model", f"{NAME}@champion", str(broken)]) == 2
     assert str(broken) in capsys.readouterr().err
+
+
+def test_runs_of_a_study_nest_under_one_parent_and_the_parent_is_found_again(store):
+    from resnet_repro.tracking.runs import PARENT_RUN_TAG, STUDY_RUN_TAG
+
+    ids = []
+    for variant in ("plain20", "resnet20"):
+        with TrainingRun.start(store, "nesting", f"{variant} seed 0", {}, {"study": "depth", "variant": variant}) as run:
+            run.log_metrics({"loss": 2.0}, step=1)
+            ids.append(run.run_id)
+    with TrainingRun.start(store, "nesting", "resnet20 seed 0", {}, {"study": "other"}) as run:
+        other = run.run_id
+    client = MlflowClient(store)
+    [parent] = client.search_runs([client.get_experiment_by_name("nesting").experiment_id],
+                                  filter_string=f"tags.{STUDY_RUN_TAG} = 'depth'")
+    assert parent.info.run_name == "depth" and parent.info.status == "FINISHED"
+    assert [client.get_run(i).data.tags[PARENT_RUN_TAG] for i in ids] == [parent.info.run_id] * 2
+    assert client.get_run(other).data.tags[PARENT_RUN_TAG] != parent.info.run_id

@@ -5,18 +5,20 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from resnet_repro import studies
     from resnet_repro.data import cli as data_cli
     from resnet_repro.models import cli as models_cli
     from resnet_repro.tracking import cli as tracking_cli
 
     parser = argparse.ArgumentParser(
         prog="resnet-repro",
-        description="Deep Residual Learning (He et al., 2015) reproduced: list the nets, pull registered "
-                    "models and classify images. The pipeline itself runs with `dvc repro`.")
+        description="Deep Residual Learning (He et al., 2015) reproduced: list the nets and studies, select a "
+                    "study, pull registered models and classify images. The pipeline itself runs with `dvc repro`.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     models_cli.add_commands(commands)
     tracking_cli.add_commands(commands)
     data_cli.add_commands(commands)
+    studies.add_commands(commands)
     return parser
 
 

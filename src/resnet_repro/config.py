@@ -148,10 +148,22 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     batch_size: PositiveInt = 500
+    # center: each image once (CIFAR: the 32x32 image; image folders: the centre crop). Image folders
+    # may add the paper's ImageNet testing: ten_crop (corners, centre and their flips, softmax averaged)
+    # and multi_scale (the whole image at each of augment.test_scales, scores averaged).
+    views: Annotated[list[Literal["center", "ten_crop", "multi_scale"]], Field(min_length=1)] = ["center"]
+
+    @field_validator("views")
+    @classmethod
+    def _center_first(cls, views: list[str]) -> list[str]:
+        if views[0] != "center" or len(set(views)) != len(views):
+            raise ValueError(f"evaluate.views = {views}: must start with center and name each view once "
+                             f"(center is the error the curves and the registry use)")
+        return views
 
 
 class StudyParams(Section):
-    name: str = "cifar-plain-vs-residual"
+    name: str = "cifar-paper"
     variants: Annotated[list[str], Field(min_length=1)]
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0]
 
@@ -188,6 +200,13 @@ class Params(Section):
     study: StudyParams
     mlflow: MlflowParams = MlflowParams()
 
+    @model_validator(mode="after")
+    def _views_fit_dataset(self) -> "Params":
+        if self.data.dataset == "cifar10" and self.evaluate.views != ["center"]:
+            raise ValueError(f"evaluate.views = {self.evaluate.views}: ten_crop and multi_scale are for image "
+                             f"folders; CIFAR-10 is evaluated on the single 32x32 image (the paper)")
+        return self
+
 
 def _describe(error: dict[str, Any], raw: dict) -> str:
     """One line for one pydantic error: the dotted key path, the value found, and what is wrong."""
@@ -197,6 +216,8 @@ def _describe(error: dict[str, Any], raw: dict) -> str:
         return f"{path}: unknown key"
     if error["type"] == "missing":
         return f"{path}: required key is missing"
+    if error["type"] == "value_error" and message.split(" ", 1)[0].split(".", 1)[0] in Params.model_fields:
+        return message  # our validators name the key path and value themselves
     value: Any = raw
     for part in error["loc"]:
         try:
@@ -225,6 +246,44 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return parse_params(raw, source=str(path))
+
+
+def update_params_file(path: Path | str, changes: dict[str, Any]) -> Params:
+    """Set dotted keys ({"train.lr": 0.05}) in the params file at `path`, keeping its comments and order.
+
+    The result is validated before the file is replaced (atomically), so a bad change leaves it as it was.
+    """
+    import io
+
+    from ruamel.yaml import YAML  # DVC's own YAML library: a round trip keeps comments
+    from ruamel.yaml.comments import CommentedSeq
+
+    from resnet_repro.io import atomic_write
+
+    path = Path(path)
+    load_params(path)  # the file as it is must be readable and valid first
+    round_trip = YAML()
+    round_trip.width = 120
+    # Keep the file's style: `null` spelled out, lists on one line.
+    round_trip.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
+    document = round_trip.load(path.read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        mapping = document.setdefault(section, {})
+        if isinstance(value, (list, tuple)) and isinstance(mapping.get(key), list):
+            mapping[key][:] = list(value)  # in place: a comment or blank line after the list stays
+        elif isinstance(value, (list, tuple)):
+            mapping[key] = CommentedSeq(value)
+            mapping[key].fa.set_flow_style()
+        else:
+            mapping[key] = value
+    buffer = io.StringIO()
+    round_trip.dump(document, buffer)
+    text = buffer.getvalue()
+    params = parse_params(yaml.safe_load(text), source=f"{path} after setting {', '.join(changes)}")
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+    return params
 
 
 class Layout:

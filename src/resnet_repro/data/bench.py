@@ -87,10 +87,19 @@ def bench_cifar10(archive: Path, settings: BenchSettings) -> dict:
 
 def bench_imagefolder(root: Path, settings: BenchSettings, max_resolution: int = 512) -> dict:
     folder = imagefolder.scan(root)
-    samples = folder.samples["train"]
-    # The statistics only shape the normalisation; a sample of views is as good as all of them here.
-    views = [imagefolder.inspect(sample, 224, 256)[0] for sample in samples[:256]]
-    stats = image_stats(np.stack([view for view in views if view is not None]))
+    # Only readable files are benchmarked, as only they reach FFCV through the prepare stage: an
+    # unreadable one makes FFCV's writer wait forever for the process it killed, and stops the
+    # torch and torchvision pipelines mid-run. So every file is decoded once here, first.
+    samples, views = [], []
+    for sample in folder.samples["train"]:
+        view, _ = imagefolder.inspect(sample, 224, 256)
+        if view is not None:
+            samples.append(sample)
+            # The statistics only shape the normalisation; a sample of views is as good as all of them.
+            if len(views) < 256:
+                views.append(view)
+    skipped = len(folder.samples["train"]) - len(samples)
+    stats = image_stats(np.stack(views))
     augmentation = augmentation_for("imagefolder", AugmentParams(), stats)
     torchvision_pipeline = transforms.Compose([
         transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
@@ -102,17 +111,18 @@ def bench_imagefolder(root: Path, settings: BenchSettings, max_resolution: int =
         write_folder_beton(path, samples, max_resolution=max_resolution, jpeg_quality=90, compress_probability=1.0,
                            num_workers=settings.workers)
 
-    return _bench_all(write_ffcv, FileImages(samples, augmentation, train=True),
-                      datasets.ImageFolder(str(root / "train"), transform=torchvision_pipeline),
-                      augmentation, stats, settings)
+    readable = {str(sample.path) for sample in samples}
+    torchvision_dataset = datasets.ImageFolder(str(folder.root / "train"), transform=torchvision_pipeline,
+                                               is_valid_file=readable.__contains__)
+    return {**_bench_all(write_ffcv, FileImages(samples, augmentation, train=True), torchvision_dataset,
+                         augmentation, stats, settings), "images": len(samples), "skipped_files": skipped}
 
 
 def _bench_all(write_ffcv, torch_dataset: Dataset, torchvision_dataset: Dataset, augmentation: Augmentation,
                stats: dict, settings: BenchSettings) -> dict:
     from resnet_repro.data.ffcv_io import make_loader
 
-    mean_image = torch.nn.functional.interpolate(mean_image_tensor(stats)[None], size=(augmentation.crop_size,) * 2,
-                                                 mode="area")[0]
+    mean_image = mean_image_tensor(stats, size=augmentation.crop_size)
     common = {"batch_size": settings.batch_size, "train": True, "mean_image": mean_image, "device": CPU,
               "num_workers": settings.workers}
     with tempfile.TemporaryDirectory() as directory:

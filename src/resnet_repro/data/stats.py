@@ -106,6 +106,13 @@ def load_stats(path: Path) -> dict:
     return stats
 
 
-def mean_image_tensor(stats: dict) -> torch.Tensor:
-    """The per-pixel mean as the (3, H, W) float32 tensor that normalize() takes."""
-    return torch.from_numpy(np.ascontiguousarray(stats["mean_image"].transpose(2, 0, 1))).float()
+def mean_image_tensor(stats: dict, size: int | None = None) -> torch.Tensor:
+    """The per-pixel mean as the (3, H, W) float32 tensor that normalize() takes.
+
+    `size`: the net's input size, when it differs from the statistics' (an image folder's mean is
+    taken at 224x224): the mean is area-resized, as the images themselves are scaled to that crop.
+    """
+    mean = torch.from_numpy(np.ascontiguousarray(stats["mean_image"].transpose(2, 0, 1))).float()
+    if size is None or mean.shape[-2:] == (size, size):
+        return mean
+    return torch.nn.functional.interpolate(mean[None], size=(size, size), mode="area")[0]

@@ -1,18 +1,23 @@
 """The evaluate@<variant> stage: top-1/top-5 error of the final net on the test (and val) split, and
 the std of its layer responses (Figure 7).
 
-Evaluation runs in float32 on the single original view of each image (the paper's CIFAR protocol),
-so the figure equals what anyone gets from the registered model, whatever precision it trained in.
+Evaluation runs in float32, so the figure equals what anyone gets from the registered model, whatever
+precision it trained in. Every split is evaluated on one view of each image (CIFAR: the 32x32 image,
+the paper's protocol; image folders: the centre crop). For image folders, evaluate.views may add the
+paper's ImageNet testing on val/: `val_ten_crop_*` and `val_multi_scale_*` errors (evaluate.multiview).
 """
 
 import json
+from pathlib import Path
 
 import torch
 
 from resnet_repro.artifacts import load_trained
 from resnet_repro.config import Layout, Params
+from resnet_repro.data.imagefolder import read_list
 from resnet_repro.data.loading import make_split_loader, split_names
 from resnet_repro.evaluate.accuracy import top_k_errors
+from resnet_repro.evaluate.multiview import errors_of, multi_scale_scores, ten_crop_scores
 from resnet_repro.evaluate.responses import response_stds
 from resnet_repro.io import write_json
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
@@ -34,6 +39,7 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
                         f"{split}_images": errors["num_images"]})
         if responses is None:  # Figure 7 is on the test set (an image folder's val/ where there is none)
             responses = response_stds(trained.module, loader)
+    metrics.update(_paper_imagenet_testing(params, layout, trained, device))
 
     train_summary = json.loads((layout.metrics_dir(variant, seed) / "train.json").read_text())
     with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
@@ -42,4 +48,25 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
         run.log_metrics({k: v for k, v in metrics.items() if k.endswith("_error")}, train_summary["iterations"])
     write_json(layout.metrics_dir(variant, seed) / "responses.json", responses)
     write_json(layout.metrics_dir(variant, seed) / "eval.json", metrics)
+    return metrics
+
+
+def _paper_imagenet_testing(params: Params, layout: Layout, trained, device: torch.device) -> dict:
+    """10-crop and multi-scale errors on an image folder's val/, for the views evaluate.views names."""
+    views = params.evaluate.views[1:]  # center is the loader evaluation above
+    if not views:
+        return {}
+    samples = read_list(layout.prepared_dir, "val", Path(params.data.root))
+    common = {"mean_image": trained.mean_image, "device": device, "num_workers": params.loader.num_workers}
+    metrics = {}
+    for view in views:
+        if view == "ten_crop":
+            scores = ten_crop_scores(trained.module, samples, crop_size=params.augment.crop_size,
+                                     resize=params.augment.eval_resize, batch_size=params.evaluate.batch_size, **common)
+        else:
+            scores = multi_scale_scores(trained.module, samples, scales=params.augment.test_scales, **common)
+        errors = errors_of(scores)
+        metrics.update({f"val_{view}_top1_error": errors["top1_error"], f"val_{view}_top5_error": errors["top5_error"]})
+        print(f"val {view.replace('_', '-')}: top-1 error {errors['top1_error']:.4f}, "
+              f"top-5 error {errors['top5_error']:.4f} ({errors['num_images']} images)", flush=True)
     return metrics

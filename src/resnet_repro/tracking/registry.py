@@ -38,7 +38,9 @@ from resnet_repro.tracking.runs import TRACKING_URI_ENV, connect, is_not_found
 from resnet_repro.tracking.serving import classify, decode_image
 
 CARD = "card.json"
-CHAMPION_METRIC = "test_top1_error"
+# The held-out error that elects the champion: the test split's, or for an image folder (whose val/ is
+# its test set, as ImageNet's) the validation split's centre-crop error.
+CHAMPION_METRICS = ("test_top1_error", "val_top1_error")
 CHAMPION = "champion"
 LATEST = "latest"  # not a stored alias: MLflow reserves it for the highest version
 # File -> the version tag holding its sha256. Versions registered before the json files were hashed
@@ -75,13 +77,15 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
 
     The version is tagged with `tags`, `metrics`, the arch and the sha256 of the four files. `tags` should
     carry `git_commit` and `data_version` (DVC's hash of the data): the card's lineage names them. `champion`
-    moves to it if its test_top1_error (a key of `metrics`) is the lowest of all versions. Returns what the
+    moves to it if its held-out error (the first of CHAMPION_METRICS in `metrics`) is the lowest of all
+    versions. Returns what the
     register stage records: name, version, aliases (including `latest`, which MLflow keeps for itself),
     run_id, model_uri and champion_version.
     """
-    if CHAMPION_METRIC not in metrics:
-        raise ValueError(f"metrics for {registered_name} lack {CHAMPION_METRIC!r}, which elects the champion; "
-                         f"got {sorted(metrics)}")
+    champion_metric = next((key for key in CHAMPION_METRICS if key in metrics), None)
+    if champion_metric is None:
+        raise ValueError(f"metrics for {registered_name} lack a held-out error ({' or '.join(CHAMPION_METRICS)}), "
+                         f"which elects the champion; got {sorted(metrics)}")
     model_dir = Path(model_dir)
     description = json.loads((model_dir / DESCRIPTION).read_text())
     verify(model_dir, description)  # never publish a changed or damaged file
@@ -108,7 +112,7 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
             version = client.create_model_version(
                 registered_name, source=logged.model_uri, run_id=run_id, model_id=logged.model_id,
                 tags={key: str(value) for key, value in version_tags.items() if value is not None}).version
-    champion = _elect_champion(client, registered_name)
+    champion = _elect_champion(client, registered_name, champion_metric)
     client.set_registered_model_alias(registered_name, CHAMPION, champion)
 
     aliases = client.get_registered_model(registered_name).aliases
@@ -226,12 +230,11 @@ def _create_registered_model_if_missing(client: MlflowClient, name: str) -> None
             raise
 
 
-def _elect_champion(client: MlflowClient, name: str) -> str:
-    """The version with the lowest test_top1_error; on a tie the current champion stays, else the oldest wins."""
+def _elect_champion(client: MlflowClient, name: str, metric: str) -> str:
+    """The version with the lowest `metric`; on a tie the current champion stays, else the oldest wins."""
     current = client.get_registered_model(name).aliases.get(CHAMPION)
-    evaluated = [version for version in client.search_model_versions(f"name = '{name}'")
-                 if CHAMPION_METRIC in version.tags]
-    best = min(evaluated, key=lambda version: (float(version.tags[CHAMPION_METRIC]), version.version != current,
+    evaluated = [version for version in client.search_model_versions(f"name = '{name}'") if metric in version.tags]
+    best = min(evaluated, key=lambda version: (float(version.tags[metric]), version.version != current,
                                                int(version.version)))
     return best.version
 

@@ -5,6 +5,10 @@
         run.log_metrics({"loss": 2.30, "lr": 0.1}, step=1)
 
 Leaving the block ends the run FINISHED, or FAILED with the exception recorded as a tag.
+
+A new run whose tags name a `study` is nested under that study's parent run (one per study and
+experiment, created by the first of its runs), so the MLflow UI lists a study's runs together;
+the report stage logs the study's table and figures to the parent (`log_to_study_run`).
 """
 
 import os
@@ -23,6 +27,8 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_B
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 FAILURE_REASON_TAG = "failure_reason"
+STUDY_RUN_TAG = "study_run"  # on a study's parent run: the study's name
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
 _SQLITE_PREFIX = "sqlite:///"
 # The first request to a tracking server: one retry, a second apart, at most PROBE_TIMEOUT seconds each.
 # Later requests keep MLflow's own patient retries (MLFLOW_HTTP_REQUEST_*: minutes), so a blip during a
@@ -140,7 +146,11 @@ class TrainingRun:
         """
         client = connect(tracking_uri)
         if resume_run_id is None:
-            run_id = client.create_run(_experiment_id(client, experiment), run_name=run_name).info.run_id
+            experiment_id = _experiment_id(client, experiment)
+            nesting = {}
+            if tags.get("study"):
+                nesting[PARENT_RUN_TAG] = study_run_id(client, experiment_id, str(tags["study"]))
+            run_id = client.create_run(experiment_id, run_name=run_name, tags=nesting).info.run_id
             steps_already_logged = {}
         else:
             run_id = resume_run_id
@@ -200,6 +210,39 @@ class TrainingRun:
             self.end("FINISHED")
         else:
             self.end("FAILED", reason=f"{error_type.__name__}: {error}")
+
+
+def study_run_id(client: MlflowClient, experiment_id: str, study: str) -> str:
+    """The id of `study`'s parent run in the experiment, created on first use.
+
+    The parent holds no training of its own: it is closed at once and only gathers its nested runs and
+    the report's artifacts.
+    """
+    found = client.search_runs([experiment_id], filter_string=f"tags.{STUDY_RUN_TAG} = '{study}'",
+                               order_by=["attributes.start_time ASC"], max_results=1)
+    if found:
+        return found[0].info.run_id
+    parent = client.create_run(experiment_id, run_name=study, tags={STUDY_RUN_TAG: study, "study": study})
+    client.set_terminated(parent.info.run_id, status="FINISHED")
+    return parent.info.run_id
+
+
+def log_to_study_run(tracking_uri: str, experiment: str, study: str, files: list[Path],
+                     metrics: dict[str, float]) -> str:
+    """Log the report's `files` (directories keep their name) and summary `metrics` to the study's
+    parent run; returns its id."""
+    client = connect(tracking_uri)
+    run_id = study_run_id(client, _experiment_id(client, experiment), study)
+    for path in files:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=path.name)
+        else:
+            client.log_artifact(run_id, str(path))
+    timestamp = int(time.time() * 1000)
+    entries = [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+    for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=chunk)
+    return run_id
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:

@@ -13,7 +13,7 @@ import torch
 
 from resnet_repro import models
 from resnet_repro.config import Layout, Params
-from resnet_repro.data.loading import make_split_loader, split_names
+from resnet_repro.data.loading import augmentation_from, make_split_loader, split_names
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.artifacts import save_trained
@@ -41,7 +41,7 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
     spec = models.spec(variant)
     stats = load_stats(layout.prepared_dir / "stats.json")
     class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
-    mean_image = mean_image_tensor(stats).to(device)
+    mean_image = mean_image_tensor(stats, size=augmentation_from(params, layout).crop_size).to(device)
 
     seed_everything(seed)
     model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=torch.channels_last)

@@ -1,0 +1,120 @@
+"""The paper's studies as data: which nets each trains, on what data, with which recipe.
+
+    resnet-repro study list
+    resnet-repro study select cifar-depth      # writes study.* (and the study's settings) into params.yaml
+    dvc repro                                  # the DVC matrix reads study.variants: exactly those nets
+
+A study's `settings` are the params it needs beyond its variants (the CIFAR studies restore the paper's
+recipe, the CPU study sets its small scale, the ImageNet studies switch to an image folder), so a
+selection never inherits the scale of the study selected before it. Seeds are the user's choice and are
+kept unless `--seeds` is given.
+"""
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnet_repro.config import load_params, update_params_file
+
+# The paper's CIFAR-10 setting (Section 4.2): 45k/5k split, 64k iterations, lr /10 at 32k and 48k.
+_CIFAR_PAPER = {
+    "data.dataset": "cifar10", "data.subset": None, "data.val_size": 5000, "evaluate.views": ["center"],
+    "train.iterations": 64000, "train.batch_size": 128, "train.lr": 0.1, "train.milestones": [32000, 48000],
+    "train.eval_every": 2000, "train.checkpoint_every": 500, "train.log_every": 20,
+    "mlflow.experiment": "resnet-repro-cifar10",
+}
+# The paper's ImageNet setting (Section 3.4) on an image folder (data.root): scale augmentation, PCA
+# lighting, 10-crop and multi-scale testing. The recipe (batch 256, lr 0.1 /10 on plateaus, 60e4
+# iterations) is train's.
+_IMAGENET_PAPER = {
+    "data.dataset": "imagefolder", "data.val_size": 0, "data.subset": None, "augment.crop_size": 224,
+    "augment.scale_range": [256, 480], "augment.eval_resize": 256, "augment.lighting_std": 0.1,
+    "evaluate.views": ["center", "ten_crop", "multi_scale"], "mlflow.experiment": "resnet-repro-imagenet",
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str  # what it reproduces, and where in the paper
+    variants: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)  # dotted params key -> value
+
+
+STUDIES = {study.name: study for study in [
+    Study("cifar-paper", "Figure 6 and Table 6: plain-20/32/44/56 against ResNet-20/32/44/56/110 (the default)",
+          ["plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"],
+          _CIFAR_PAPER),
+    Study("cifar-depth", "Table 6: ResNet-20/32/44/56/110 on CIFAR-10",
+          ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"], _CIFAR_PAPER),
+    Study("cifar-plain-vs-residual", "Figure 6: plain and residual nets of 20-56 layers, and plain-110 (fails)",
+          ["plain20", "plain32", "plain44", "plain56", "plain110", "resnet20", "resnet32", "resnet44", "resnet56"],
+          _CIFAR_PAPER),
+    Study("cifar-1202", "Table 6 and Figure 6 (right): ResNet-1202, which overfits", ["resnet1202"], _CIFAR_PAPER),
+    Study("cifar-degradation-cpu",
+          "Degradation at CPU scale: plain-56 trains worse than plain-20, ResNet-56 at least as well as ResNet-20",
+          ["plain20", "plain56", "resnet20", "resnet56"],
+          {**_CIFAR_PAPER, "data.val_size": 5000, "train.iterations": 500, "train.milestones": [250, 375],
+           "train.eval_every": 250, "train.checkpoint_every": 250, "train.log_every": 10,
+           "mlflow.experiment": "resnet-repro-cifar10-cpu"}),
+    Study("imagenet-plain-vs-residual", "Table 2 and Figure 4: plain-18/34 against ResNet-18/34 (option A)",
+          ["plain18", "plain34", "resnet18-a", "resnet34-a"], _IMAGENET_PAPER),
+    Study("imagenet-shortcuts", "Table 3: ResNet-34 with shortcut options A, B and C",
+          ["resnet34-a", "resnet34", "resnet34-c"], _IMAGENET_PAPER),
+    Study("imagenet-depth", "Tables 3 and 4: bottleneck ResNet-50/101/152", ["resnet50", "resnet101", "resnet152"],
+          _IMAGENET_PAPER),
+]}
+
+
+def lookup(name: str) -> Study:
+    if name not in STUDIES:
+        raise LookupError(f"no study named {name!r}; the studies are: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+def select(name: str, params_path: Path, seeds: list[int] | None = None, root: Path | None = None) -> dict[str, Any]:
+    """Write the study's name, variants and settings (and `seeds`, and for image folders `root`, if
+    given) into `params_path`; returns the changes, dotted key -> value. The file is validated before
+    it is replaced, so a refused selection leaves it as it was."""
+    study = lookup(name)
+    changes = {"study.name": study.name, "study.variants": study.variants, **study.settings}
+    if seeds is not None:
+        changes["study.seeds"] = seeds
+    if root is not None:
+        changes["data.root"] = str(root)
+    elif study.settings.get("data.dataset") == "imagefolder" and load_params(params_path).data.root is None:
+        raise ValueError(f"study {name!r} trains on an ImageNet-style folder and {params_path} has no data.root: "
+                         f"pass --root DIR (DIR/train/<wnid>/*, DIR/val/<wnid>/*)")
+    update_params_file(params_path, changes)
+    return changes
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    study = commands.add_parser("study", help="list the paper's studies, or select one in params.yaml")
+    what = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    listing = what.add_parser("list", help="the named studies and their nets")
+    listing.set_defaults(handler=_list)
+    choose = what.add_parser("select", help="write a study's nets and settings into params.yaml; then `dvc repro`")
+    choose.add_argument("name", help="a study name from `resnet-repro study list`")
+    choose.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: ./params.yaml")
+    choose.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: keep study.seeds)")
+    choose.add_argument("--root", type=Path, help="the image folder of an ImageNet study (sets data.root)")
+    choose.set_defaults(handler=_select)
+
+
+def _list(args: argparse.Namespace) -> int:
+    for study in STUDIES.values():
+        print(f"{study.name:28} {study.description}\n{'':28} nets: {', '.join(study.variants)}")
+    return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    changes = select(args.name, args.params, args.seeds, args.root)
+    print(f"{args.params}: selected study {args.name!r}")
+    for key, value in changes.items():
+        print(f"  {key} = {value}")
+    print("Run `dvc repro` (or `dvc exp run`) to train, evaluate, register and report its nets.")
+    return 0

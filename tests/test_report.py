@@ -1,0 +1,255 @@
+"""The report stage on real-format metrics files: tables, plain vs residual, figures, errors.
+
+The fixture writes what the train and evaluate stages write (resnet_repro.io.write_tsv / write_json,
+the columns of train/stage.py, the keys of evaluate/stage.py and evaluate/responses.py) for a few nets
+and seeds, with chosen final errors, so that every number in the report can be checked by hand.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_repro.config import Layout, parse_params
+from resnet_repro.data.errors import DataError
+from resnet_repro.io import write_json, write_tsv
+from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP
+from resnet_repro.report.study import write_report
+
+# train/stage.py: STEP_COLUMNS (curve.tsv) and ERROR_COLUMNS (errors.tsv).
+STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
+ERROR_COLUMNS = ["step", "train_error", "test_error"]
+ITERATIONS = 400
+
+# Final test / training errors (fractions) per variant and seed: the numbers the report must average.
+CIFAR_RUNS = {
+    "plain20": {0: (0.100, 0.05), 1: (0.096, 0.07)},
+    "resnet20": {0: (0.085, 0.02), 1: (0.089, 0.04)},
+}
+
+
+def write_run(layout: Layout, variant: str, seed: int, test_error: float, train_error: float,
+              evaluation: dict | None = None, layers: int = 18) -> None:
+    """The files of one trained and evaluated net, in the formats the stages write."""
+    directory = layout.metrics_dir(variant, seed)
+    rng = np.random.default_rng(seed)
+    steps = list(range(10, ITERATIONS + 1, 10))
+    if seed == 1:
+        steps = sorted(steps + [155])  # a timed checkpoint adds a step to one seed only
+
+    def decay(step: int, final: float) -> float:
+        return final + (0.9 - final) * math.exp(-step / 80)
+
+    curve = [{"step": step, "loss": 2.3 * decay(step, train_error), "train_error": decay(step, train_error),
+              "lr": 0.1, "images_per_second": 500.0} for step in steps]
+    curve[-1]["train_error"] = train_error  # the last window is train.json's final_train_error
+    write_tsv(directory / "curve.tsv", curve, STEP_COLUMNS)
+    errors = [{"step": step, "train_error": decay(step, train_error), "test_error": decay(step, test_error)}
+              for step in range(100, ITERATIONS + 1, 100)]
+    errors[-1]["test_error"] = test_error
+    write_tsv(directory / "errors.tsv", errors, ERROR_COLUMNS)
+    write_json(directory / "train.json", {
+        "variant": variant, "seed": seed, "iterations": ITERATIONS, "final_loss": 0.3,
+        "final_train_error": train_error, "final_test_error": test_error, "train_seconds": 60.0,
+        "images_per_second": 500.0, "parameters": 272_474, "mlflow_run_id": "0" * 32,
+    })
+    write_json(directory / "eval.json", evaluation or {
+        "test_top1_error": test_error, "test_top5_error": test_error / 10, "test_images": 10_000,
+        "val_top1_error": 0.5, "val_top5_error": 0.1, "val_images": 5000,
+    })
+    plain = variant.startswith("plain")
+    write_json(directory / "responses.json", [
+        {"layer": layer, "name": f"layer{layer}.bn", "std": float((1.5 if plain else 0.8) + 0.3 * rng.random())}
+        for layer in range(1, layers + 1)])
+
+
+def cifar_params(tmp_path, variants=("plain20", "resnet20"), seeds=(0, 1)):
+    return parse_params({
+        "data": {"dataset": "cifar10", "archive": str(tmp_path / "cifar-10-python.tar.gz")},
+        "train": {"iterations": ITERATIONS},
+        "study": {"name": "test-study", "variants": list(variants), "seeds": list(seeds)},
+    })
+
+
+@pytest.fixture(scope="module")
+def cifar_report(tmp_path_factory, store):
+    tmp_path = tmp_path_factory.mktemp("report")
+    layout = Layout(tmp_path, "cifar10")
+    for variant, seeds in CIFAR_RUNS.items():
+        for seed, (test_error, train_error) in seeds.items():
+            write_run(layout, variant, seed, test_error, train_error)
+    rows = write_report(cifar_params(tmp_path), layout)
+    report = json.loads((layout.reports_dir / "study.json").read_text())
+    markdown = (layout.reports_dir / "study.md").read_text()
+    return layout, rows, report, markdown
+
+
+def table_line(markdown: str, net: str) -> list[str]:
+    """The cells of the first table row whose first cell starts with `net`."""
+    for line in markdown.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(net):
+            return cells
+    raise AssertionError(f"no table row for {net!r} in\n{markdown}")
+
+
+def test_rows_are_mean_and_sample_std_over_seeds(cifar_report):
+    _, rows, report, markdown = cifar_report
+    by_variant = {row["variant"]: row for row in report["rows"]}
+    assert [row["variant"] for row in rows] == ["plain20", "resnet20"]  # plain first, as in the paper
+    for variant, seeds in CIFAR_RUNS.items():
+        row = by_variant[variant]
+        tests = [100 * test for test, _ in seeds.values()]
+        trains = [100 * train for _, train in seeds.values()]
+        assert row["seeds"] == 2 and row["iterations"] == [ITERATIONS]
+        assert row["top1_error_mean"] == pytest.approx(np.mean(tests))
+        assert row["top1_error_std"] == pytest.approx(np.std(tests, ddof=1))
+        assert row["train_error_mean"] == pytest.approx(np.mean(trains))
+        assert [run["seed"] for run in row["runs"]] == [0, 1]
+    # plain-20: (10.0, 9.6) -> 9.80 +/- 0.28; ResNet-20: (8.5, 8.9) -> 8.70 +/- 0.28.
+    plain = table_line(markdown, "plain-20")
+    assert plain[1:5] == ["2", "400", "0.27 / 0.27", "9.80 ± 0.28"]
+    assert plain[5] == "6.00 ± 1.41"  # final training error (5%, 7%)
+    resnet = table_line(markdown, "ResNet-20")
+    assert resnet[1:5] == ["2", "400", "0.27 / 0.27", "8.70 ± 0.28"]
+
+
+def test_paper_column_and_difference(cifar_report):
+    _, _, report, markdown = cifar_report
+    by_variant = {row["variant"]: row for row in report["rows"]}
+    resnet, plain = by_variant["resnet20"], by_variant["plain20"]
+    assert resnet["paper_top1_error"] == CIFAR10[20].resnet_test_error == 8.75
+    assert resnet["paper_source"] == "Table 6" and not resnet["paper_approximate"]
+    assert resnet["difference_top1"] == pytest.approx(8.70 - 8.75)
+    assert plain["paper_top1_error"] == CIFAR10[20].plain_test_error
+    assert plain["paper_approximate"] and plain["paper_source"] == "Figure 6 (approx.)"
+    assert plain["difference_top1"] == pytest.approx(9.80 - 9.0)
+    assert table_line(markdown, "ResNet-20")[6:] == ["8.75", "Table 6", "-0.05"]
+    assert table_line(markdown, "plain-20")[6:] == ["≈ 9", "Figure 6 (approx.)", "≈ +0.80"]
+    assert "not expected to reach its errors" in markdown  # 400 iterations, not the paper's 64k
+
+
+def test_plain_vs_residual(cifar_report):
+    _, _, report, markdown = cifar_report
+    [pair] = report["plain_vs_residual"]
+    assert (pair["depth"], pair["plain"], pair["residual"]) == (20, "plain20", "resnet20")
+    assert pair["difference"] == pytest.approx(9.80 - 8.70)
+    assert pair["train_difference"] == pytest.approx(6.0 - 3.0)
+    assert pair["paper_difference"] == pytest.approx(9.0 - 8.75)
+    section = markdown[markdown.index("## Plain vs residual"):]
+    assert table_line(section, "20")[1:] == ["plain-20", "ResNet-20", "9.80", "8.70", "+1.10", "+3.00", "≈ +0.25"]
+
+
+def test_figures_are_png_and_listed(cifar_report):
+    layout, _, report, markdown = cifar_report
+    files = [figure["file"] for figure in report["figures"]]
+    assert files == ["figures/training_curves.png", "figures/layer_responses.png"]
+    for file in files:
+        path = layout.reports_dir / file
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            width, height = image.size
+            assert 1000 <= width <= 3000 and 500 <= height <= 1500, image.size
+            # Not a blank canvas: curves in several colours.
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+        assert f"]({file})" in markdown  # a relative link, which GitHub renders
+    assert not list(layout.reports_dir.glob(".*"))  # no temporary files left behind
+
+
+def test_missing_metrics_file_is_named(tmp_path):
+    layout = Layout(tmp_path, "cifar10")
+    for variant, seeds in CIFAR_RUNS.items():
+        for seed, (test_error, train_error) in seeds.items():
+            write_run(layout, variant, seed, test_error, train_error)
+    missing = layout.metrics_dir("resnet20", 1) / "responses.json"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=str(missing)) as error:
+        write_report(cifar_params(tmp_path), layout)
+    assert "evaluate@resnet20-1" in str(error.value)
+    assert not (layout.reports_dir / "study.md").exists()  # nothing written from incomplete inputs
+
+    (layout.metrics_dir("resnet20", 1) / "responses.json").write_text("[]")
+    (layout.metrics_dir("plain20", 0) / "errors.tsv").write_text("step\ttrain_error\n100\t0.5\n")
+    with pytest.raises(DataError, match=r"plain20/seed0/errors\.tsv: column 'test_error' is missing"):
+        write_report(cifar_params(tmp_path), layout)
+
+
+def test_imagenet_study_compares_ten_crop_with_tables_2_and_3(tmp_path, store):
+    layout = Layout(tmp_path, "imagefolder")
+    errors = {"plain34": (0.30, 0.11), "resnet34": (0.26, 0.08)}
+    for variant, (top1, top5) in errors.items():
+        for seed in (0, 1):
+            shift = 0.01 * seed
+            write_run(layout, variant, seed, top1, 0.2, layers=32, evaluation={
+                "val_top1_error": top1 + 0.02 + shift, "val_top5_error": top5 + 0.02 + shift, "val_images": 50,
+                "val_ten_crop_top1_error": top1 + shift, "val_ten_crop_top5_error": top5 + shift,
+                "val_multi_scale_top1_error": top1 - 0.01 + shift, "val_multi_scale_top5_error": top5 - 0.01 + shift,
+            })
+    params = parse_params({
+        "data": {"dataset": "imagefolder", "root": str(tmp_path / "photos"), "val_size": 0},
+        "train": {"iterations": ITERATIONS},
+        "study": {"variants": ["resnet34", "plain34"], "seeds": [0, 1]},
+    })
+    write_report(params, layout)
+    report = json.loads((layout.reports_dir / "study.json").read_text())
+    markdown = (layout.reports_dir / "study.md").read_text()
+    by_variant = {row["variant"]: row for row in report["rows"]}
+    resnet = by_variant["resnet34"]
+    assert resnet["view"] == "10-crop" and resnet["split"] == "val"
+    assert resnet["top1_error_mean"] == pytest.approx(26.5) and resnet["top5_error_mean"] == pytest.approx(8.5)
+    assert (resnet["paper_top1_error"], resnet["paper_top5_error"]) == IMAGENET_10CROP["resnet34"]
+    assert resnet["difference_top1"] == pytest.approx(26.5 - 24.52)
+    assert resnet["difference_top5"] == pytest.approx(8.5 - 7.46)
+    assert resnet["views"]["1-crop"]["top1_error_mean"] == pytest.approx(28.5)
+    assert table_line(markdown, "ResNet-34")[3:6] == ["10-crop", "26.50 ± 0.71", "8.50 ± 0.71"]
+    assert table_line(markdown, "ResNet-34")[7:] == ["24.52", "7.46", "Table 3", "+1.98", "+1.04"]
+    [pair] = report["plain_vs_residual"]
+    assert pair["view"] == "10-crop" and pair["difference"] == pytest.approx(30.5 - 26.5)
+    assert pair["paper_difference"] == pytest.approx(28.54 - 24.52)
+    section = markdown[markdown.index("## Plain vs residual"):]
+    assert table_line(section, "34")[1:] == ["plain-34", "ResNet-34", "10-crop", "30.50", "26.50", "+4.00", "+0.00",
+                                             "+4.02"]
+    assert "multi-scale (shorter sides 224, 256, 384, 480, 640)" in markdown  # every view, labelled
+    assert "training (dashed) and validation (bold) error" in report["figures"][0]["title"]
+
+
+def test_plain_vs_residual_compares_the_same_view(tmp_path, store):
+    """A net without a 10-crop evaluation is compared with its plain twin on the 1-crop view."""
+    layout = Layout(tmp_path, "imagefolder")
+    for variant, top1 in {"plain18": 0.30, "resnet18": 0.28}.items():
+        evaluation = {"val_top1_error": top1, "val_top5_error": 0.1, "val_images": 50}
+        if variant == "plain18":
+            evaluation.update(val_ten_crop_top1_error=top1 - 0.02, val_ten_crop_top5_error=0.08)
+        write_run(layout, variant, 0, top1, 0.2, layers=16, evaluation=evaluation)
+    params = parse_params({
+        "data": {"dataset": "imagefolder", "root": str(tmp_path / "photos"), "val_size": 0},
+        "train": {"iterations": ITERATIONS}, "study": {"variants": ["plain18", "resnet18"], "seeds": [0]},
+    })
+    rows = {row["variant"]: row for row in write_report(params, layout)}
+    assert rows["plain18"]["view"] == "10-crop" and rows["resnet18"]["view"] == "1-crop"
+    assert rows["plain18"]["top1_error_std"] is None  # one seed: no spread to report
+    assert rows["resnet18"]["paper_top1_error"] is None  # the paper's ResNet-18 is option A
+    [pair] = json.loads((layout.reports_dir / "study.json").read_text())["plain_vs_residual"]
+    assert pair["view"] == "1-crop" and pair["difference"] == pytest.approx(2.0)
+    markdown = (layout.reports_dir / "study.md").read_text()
+    assert "its ResNet-18 is `resnet18-a`" in markdown
+
+
+def test_report_is_logged_to_the_study_parent_run(cifar_report, store):
+    from mlflow import MlflowClient
+
+    from resnet_repro.tracking.runs import STUDY_RUN_TAG
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("resnet-repro-cifar10")
+    [parent] = client.search_runs([experiment.experiment_id], filter_string=f"tags.{STUDY_RUN_TAG} = 'test-study'")
+    assert parent.info.run_name == "test-study"
+    artifacts = {entry.path for entry in client.list_artifacts(parent.info.run_id)}
+    assert {"study.md", "study.json", "figures"} <= artifacts
+    figures = {entry.path for entry in client.list_artifacts(parent.info.run_id, "figures")}
+    assert "figures/training_curves.png" in figures
+    assert parent.data.metrics["resnet20.top1_error_mean"] == pytest.approx(8.7)
