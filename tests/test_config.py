@@ -72,8 +72,8 @@ def test_unknown_key_is_refused(raw):
 
 def test_missing_required_key(raw):
     changed = copy.deepcopy(raw)
-    del changed["train"]["iterations"]
-    with pytest.raises(ConfigError, match=r"train\.iterations: required key is missing"):
+    del changed["study"]["variants"]
+    with pytest.raises(ConfigError, match=r"study\.variants: required key is missing"):
         parse_params(changed)
 
 

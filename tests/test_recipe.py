@@ -1,9 +1,28 @@
-"""The paper's CIFAR learning-rate schedule, including the warm-up of the deepest nets."""
+"""The paper's recipes (CIFAR and ImageNet) as data, and the learning-rate schedules they drive."""
 
-from resnet_repro.config import load_params
-from resnet_repro.train.recipe import PaperSchedule, cifar_schedule
+import copy
+import math
+
+import pytest
+import yaml
+
+from resnet_repro.config import ConfigError, load_params, parse_params
+from resnet_repro.train.recipe import RECIPES, PaperSchedule, schedule_for
 
 from test_config import PROJECT_PARAMS
+from test_loop import FixedBatches, make_run, settings
+from resnet_repro.train.loop import fit
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load(PROJECT_PARAMS.read_text())
+
+
+def with_train(raw: dict, **train) -> dict:
+    changed = copy.deepcopy(raw)
+    changed["train"].update(train)
+    return changed
 
 
 def test_step_schedule_divides_by_ten_at_milestones():
@@ -16,8 +35,8 @@ def test_step_schedule_divides_by_ten_at_milestones():
 
 def test_warmup_only_for_110_and_deeper_and_ends_below_80_percent_error():
     train = load_params(PROJECT_PARAMS).train
-    assert not cifar_schedule(train, 56).warming_up
-    schedule = cifar_schedule(train, 110)
+    assert not schedule_for(train, 56).warming_up
+    schedule = schedule_for(train, 110)
     assert schedule.warming_up and schedule.lr(0) == 0.01
     assert not schedule.observe(100, train_error=0.85)
     assert schedule.lr(101) == 0.01
@@ -27,8 +46,81 @@ def test_warmup_only_for_110_and_deeper_and_ends_below_80_percent_error():
 
 def test_warmup_state_survives_a_checkpoint():
     train = load_params(PROJECT_PARAMS).train
-    schedule = cifar_schedule(train, 1202)
+    schedule = schedule_for(train, 1202)
     schedule.observe(400, train_error=0.5)
-    restored = cifar_schedule(train, 1202)
+    restored = schedule_for(train, 1202)
     restored.load_state_dict(schedule.state_dict())
     assert not restored.warming_up and restored.lr(401) == 0.1
+
+
+def test_the_project_trains_with_the_papers_cifar_recipe(raw):
+    train = parse_params(raw).train
+    assert train.recipe == "cifar"
+    assert (train.iterations, train.batch_size, train.lr, train.momentum, train.weight_decay) == \
+        (64_000, 128, 0.1, 0.9, 1e-4)
+    assert (train.schedule, train.milestones, train.lr_decay, train.warmup_min_depth) == \
+        ("steps", [32_000, 48_000], 0.1, 110)
+
+
+def test_imagenet_recipe_and_explicit_keys_win_over_it(raw):
+    train = parse_params(with_train(raw, recipe="imagenet")).train
+    assert (train.iterations, train.batch_size, train.lr, train.momentum, train.weight_decay) == \
+        (600_000, 256, 0.1, 0.9, 1e-4)
+    assert (train.schedule, train.milestones, train.warmup_max_iterations) == ("plateau", [], 0)
+    schedule = schedule_for(train, 152)
+    assert schedule.plateau and not schedule.warming_up and schedule.lr(0) == 0.1
+    # An explicit key wins over the recipe; the others keep the recipe's values.
+    train = parse_params(with_train(raw, recipe="imagenet", lr=0.05, iterations=1000)).train
+    assert (train.lr, train.iterations, train.batch_size) == (0.05, 1000, 256)
+    train = parse_params(with_train(raw, recipe="cifar", batch_size=64)).train
+    assert (train.batch_size, train.iterations) == (64, 64_000)
+    # The recipes are data: every key they set is a field of the train section.
+    for recipe in RECIPES.values():
+        assert set(recipe) <= set(type(train).model_fields)
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"recipe": "mnist"}, "params.yaml: train.recipe = 'mnist': must be one of cifar, imagenet"),
+    ({"recipe": "imagenet", "eval_every": 0}, "params.yaml: train.eval_every = 0: the plateau schedule needs"),
+    ({"schedule": "cosine"}, "params.yaml: train.schedule = 'cosine': "),
+    ({"plateau_patience": 0}, "params.yaml: train.plateau_patience = 0: "),
+])
+def test_bad_recipe_keys_get_one_line_naming_the_key(raw, train, message):
+    with pytest.raises(ConfigError) as error:
+        parse_params(with_train(raw, **train), "params.yaml")
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_plateau_divides_by_ten_after_patience_measurements_without_improvement():
+    schedule = PaperSchedule(base_lr=0.1, milestones=[], decay=0.1, plateau=True, plateau_patience=2,
+                             plateau_threshold=0.01)
+    assert not schedule.observe_validation(1000, 0.60)
+    assert not schedule.observe_validation(2000, 0.50)   # improved
+    assert not schedule.observe_validation(3000, 0.495)  # by less than the threshold: 1 without improvement
+    restored = PaperSchedule(base_lr=0.1, milestones=[], decay=0.1, plateau=True)
+    restored.load_state_dict(schedule.state_dict())  # the plateau count is part of the checkpoint
+    assert restored.observe_validation(4000, 0.50)       # 2 without improvement: the plateau
+    assert math.isclose(restored.lr(4000), 0.01)
+    assert not restored.observe_validation(5000, 0.45)
+    assert not restored.observe_validation(6000, 0.45)
+    assert restored.observe_validation(7000, 0.45)
+    assert math.isclose(restored.lr(7000), 0.001)
+    # A step schedule ignores the validation error.
+    steps = PaperSchedule(base_lr=0.1, milestones=[10], decay=0.1)
+    assert not any(steps.observe_validation(i, 0.5) for i in range(10))
+
+
+def test_the_loop_feeds_the_validation_error_to_the_schedule_every_eval_every_and_resumes_it():
+    errors = iter([0.5, 0.5, 0.5, 0.5])
+    logged = []
+    model, optimizer, _ = make_run()
+    schedule = PaperSchedule(base_lr=0.05, milestones=[], decay=0.1, plateau=True, plateau_patience=1)
+    checkpoints = []
+    fit(model, optimizer, schedule, FixedBatches(), settings(8, eval_every=2, log_every=2),
+        log_metrics=lambda metrics, step: logged.append((step, metrics)),
+        measure_validation_error=lambda: next(errors), save_checkpoint=checkpoints.append)
+    # Measured at 2, 4, 6, 8: 0.5 sets the best, then each equal measurement is a plateau.
+    assert [step for step, metrics in logged if "val_error" in metrics] == [2, 4, 6, 8]
+    lrs = {step: metrics["lr"] for step, metrics in logged if "lr" in metrics}
+    assert lrs[2] == 0.05 and math.isclose(lrs[6], 0.005) and math.isclose(lrs[8], 0.0005)
+    assert checkpoints[-1]["schedule"]["plateau_decays"] == 3

@@ -113,23 +113,55 @@ class AugmentParams(Section):
 
 
 class TrainParams(Section):
+    """Training. `recipe` fills in every key of RECIPES[recipe] (train/recipe.py: the paper's CIFAR or
+    ImageNet recipe) that the section leaves out; a key written in params.yaml wins."""
+
+    recipe: Literal["cifar", "imagenet"] = "cifar"
+    # Set by the recipe unless given.
     iterations: PositiveInt
-    batch_size: PositiveInt = 128
-    lr: Annotated[float, Field(gt=0)] = 0.1
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
-    milestones: list[PositiveInt] = [32_000, 48_000]
-    lr_decay: Probability = 0.1
+    batch_size: PositiveInt
+    lr: Annotated[float, Field(gt=0)]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    # steps: divide by 1/lr_decay at each milestone. plateau: also whenever the validation error (every
+    # eval_every) has not improved by plateau_threshold for plateau_patience measurements.
+    schedule: Literal["steps", "plateau"]
+    milestones: list[PositiveInt]
+    lr_decay: Probability
+    warmup_min_depth: PositiveInt
+    warmup_max_iterations: NonNegativeInt
+    eval_every: NonNegativeInt
+    # The same for every recipe.
+    plateau_patience: PositiveInt = 5
+    plateau_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.002
     warmup_lr: Annotated[float, Field(gt=0)] = 0.01
     warmup_until_error: Probability = 0.8
-    warmup_min_depth: PositiveInt = 110
-    warmup_max_iterations: NonNegativeInt = 4000
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str = "auto"
     checkpoint_every: PositiveInt = 500
     checkpoint_seconds: Annotated[float, Field(gt=0)] = 60.0
     log_every: PositiveInt = 20
-    eval_every: NonNegativeInt = 2000
+    # Bit-identical results for identical inputs (torch.use_deterministic_algorithms, cuDNN
+    # deterministic, no autotuning): a resumed run then ends exactly as an uninterrupted one would.
+    deterministic: bool = False
+    # Speed paths: NHWC activations, torch.compile ("auto": on CUDA only), cuDNN autotuning.
+    channels_last: bool = True
+    compile: Literal["auto", True, False] = "auto"
+    cudnn_benchmark: bool = True
+    # true: no weight decay on BN scales/shifts and biases (a common modern choice); the paper decays all.
+    no_weight_decay_on_bn_and_bias: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_defaults(cls, data: Any) -> Any:
+        from resnet_repro.train.recipe import RECIPES
+
+        if not isinstance(data, dict):
+            return data
+        recipe = data.get("recipe", "cifar")
+        if recipe not in RECIPES:
+            raise ValueError(f"train.recipe = {recipe!r}: must be one of {', '.join(RECIPES)}")
+        return {**RECIPES[recipe], **data}
 
     @field_validator("milestones")
     @classmethod
@@ -144,6 +176,13 @@ class TrainParams(Section):
         if device != "auto" and device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"{device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return device
+
+    @model_validator(mode="after")
+    def _plateau_is_measured(self) -> "TrainParams":
+        if self.schedule == "plateau" and not self.eval_every:
+            raise ValueError("train.eval_every = 0: the plateau schedule needs the validation error measured "
+                             "every eval_every iterations")
+        return self
 
 
 class EvaluateParams(Section):
@@ -248,8 +287,12 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return parse_params(raw, source=str(path))
 
 
+UNSET = object()  # update_params_file: remove the key, so that its default (or the recipe's) applies
+
+
 def update_params_file(path: Path | str, changes: dict[str, Any]) -> Params:
-    """Set dotted keys ({"train.lr": 0.05}) in the params file at `path`, keeping its comments and order.
+    """Set dotted keys ({"train.lr": 0.05}) in the params file at `path`, keeping its comments and order;
+    a key set to UNSET is removed.
 
     The result is validated before the file is replaced (atomically), so a bad change leaves it as it was.
     """
@@ -271,7 +314,9 @@ def update_params_file(path: Path | str, changes: dict[str, Any]) -> Params:
     for dotted, value in changes.items():
         section, key = dotted.split(".")
         mapping = document.setdefault(section, {})
-        if isinstance(value, (list, tuple)) and isinstance(mapping.get(key), list):
+        if value is UNSET:
+            mapping.pop(key, None)
+        elif isinstance(value, (list, tuple)) and isinstance(mapping.get(key), list):
             mapping[key][:] = list(value)  # in place: a comment or blank line after the list stays
         elif isinstance(value, (list, tuple)):
             mapping[key] = CommentedSeq(value)

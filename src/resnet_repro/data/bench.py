@@ -53,7 +53,7 @@ def _endless(loader):
         epoch += 1
 
 
-class _PilArrays(Dataset):
+class PilArrays(Dataset):
     """What torchvision.datasets.CIFAR10 does per item: a PIL image from the array, then transforms."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
@@ -82,7 +82,7 @@ def bench_cifar10(archive: Path, settings: BenchSettings) -> dict:
         write_beton(path, images, labels, num_workers=settings.workers)
 
     return _bench_all(write_ffcv, ArrayImages(images, labels, augmentation, train=True),
-                      _PilArrays(images, labels, torchvision_pipeline), augmentation, stats, settings)
+                      PilArrays(images, labels, torchvision_pipeline), augmentation, stats, settings)
 
 
 def bench_imagefolder(root: Path, settings: BenchSettings, max_resolution: int = 512) -> dict:

@@ -10,6 +10,9 @@ from resnet_repro.data.bench import BenchSettings, bench_cifar10, bench_imagefol
 def add_commands(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="measure the speed of parts of the pipeline")
     what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    from resnet_repro.train.cli import add_bench_command  # `bench train` lives with the training code
+
+    add_bench_command(what)
     parser = what.add_parser(
         "loader",
         help="training-pipeline images/s of both loader backends and of torchvision",

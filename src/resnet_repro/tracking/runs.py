@@ -4,7 +4,8 @@
     with TrainingRun.start(uri, "resnet-repro-cifar10", "resnet20 seed 0", params, tags) as run:
         run.log_metrics({"loss": 2.30, "lr": 0.1}, step=1)
 
-Leaving the block ends the run FINISHED, or FAILED with the exception recorded as a tag.
+Leaving the block ends the run FINISHED, or FAILED with the exception recorded as a tag (KILLED for an
+exception whose class says `run_status = "KILLED"`: a training stopped by a signal, to be resumed).
 
 A new run whose tags name a `study` is nested under that study's parent run (one per study and
 experiment, created by the first of its runs), so the MLflow UI lists a study's runs together;
@@ -209,7 +210,7 @@ class TrainingRun:
         if error is None:
             self.end("FINISHED")
         else:
-            self.end("FAILED", reason=f"{error_type.__name__}: {error}")
+            self.end(getattr(error, "run_status", "FAILED"), reason=f"{error_type.__name__}: {error}")
 
 
 def study_run_id(client: MlflowClient, experiment_id: str, study: str) -> str:

@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -46,3 +47,24 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
+    """Deterministic mode: the same inputs give bit-identical results, so a resumed run ends exactly
+    where an uninterrupted one does. It costs speed on GPUs (no cuDNN autotuning, deterministic kernels);
+    cuDNN's autotuner is otherwise on where asked, since CIFAR and ImageNet crops keep one input shape."""
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; it reads this when CUDA initialises.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
+
+
+def resolve_compile(requested: str | bool, device: torch.device) -> bool:
+    """"auto" compiles on CUDA only. On a CPU, inductor's compilation costs minutes of CPU time in every
+    process (each stage, each test, each CI run), more than the short CPU trainings this project runs
+    there last; set train.compile: true for a long CPU training."""
+    if requested == "auto":
+        return device.type == "cuda"
+    return bool(requested)

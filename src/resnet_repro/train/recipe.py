@@ -1,12 +1,31 @@
-"""The paper's CIFAR-10 learning-rate recipe (Section 4.2).
+"""The paper's training recipes, as data, and the learning-rate schedule they drive.
 
-lr 0.1, divided by 10 at each milestone (32k and 48k), stop at 64k iterations. The deepest nets
-(110 and 1202 layers) first train at 0.01 "until the training error is below 80% (about 400
-iterations)" and then go back to 0.1. Because the warm-up ends on a measured condition, not at a fixed
-iteration, the schedule is a small object with state that the checkpoint saves and restores.
+CIFAR-10 (Section 4.2): batch 128, lr 0.1, divided by 10 at 32k and 48k iterations, stop at 64k. The
+deepest nets (110 and 1202 layers) first train at 0.01 "until the training error is below 80% (about
+400 iterations)" and then go back to 0.1.
+ImageNet (Section 3.4): batch 256, lr 0.1, "divided by 10 when the error plateaus", up to 60e4
+iterations, weight decay 1e-4, momentum 0.9.
+
+`train.recipe` in params.yaml picks one; every key it sets is a default that an explicit key of the
+train section overrides (config.TrainParams). The paper does not say how a plateau is detected: here
+the validation error, measured every eval_every iterations, has plateaued when it has not improved by
+`plateau_threshold` for `plateau_patience` measurements in a row. Because the warm-up and the plateau
+decays end on measured conditions, not at fixed iterations, the schedule is a small object with
+state that the checkpoint saves and restores.
 """
 
+import math
 from dataclasses import asdict, dataclass
+
+RECIPES: dict[str, dict] = {
+    "cifar": {"iterations": 64_000, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+              "schedule": "steps", "milestones": [32_000, 48_000], "lr_decay": 0.1,
+              "warmup_min_depth": 110, "warmup_max_iterations": 4000, "eval_every": 2000},
+    # About one evaluation per epoch of ImageNet's 1.28M images; no warm-up.
+    "imagenet": {"iterations": 600_000, "batch_size": 256, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+                 "schedule": "plateau", "milestones": [], "lr_decay": 0.1,
+                 "warmup_min_depth": 110, "warmup_max_iterations": 0, "eval_every": 5000},
+}
 
 
 @dataclass
@@ -18,6 +37,12 @@ class PaperSchedule:
     warmup_until_error: float = 0.8
     warmup_max_iterations: int = 4000
     warming_up: bool = False
+    plateau: bool = False  # also divide by 1/decay when the validation error plateaus
+    plateau_patience: int = 5
+    plateau_threshold: float = 0.002
+    best_error: float = math.inf
+    measurements_since_best: int = 0
+    plateau_decays: int = 0
 
     def __post_init__(self) -> None:
         self.warming_up = self.warming_up or self.warmup_lr is not None
@@ -26,7 +51,7 @@ class PaperSchedule:
         if self.warming_up:
             return self.warmup_lr
         passed = sum(iteration >= milestone for milestone in self.milestones)
-        return self.base_lr * self.decay**passed
+        return self.base_lr * self.decay ** (passed + self.plateau_decays)
 
     def observe(self, iteration: int, train_error: float) -> bool:
         """Feed the running training error; returns True at the moment the warm-up ends."""
@@ -34,6 +59,21 @@ class PaperSchedule:
             self.warming_up = False
             return True
         return False
+
+    def observe_validation(self, iteration: int, error: float) -> bool:
+        """Feed the validation error (every eval_every); returns True when it decays the lr on a plateau."""
+        if not self.plateau:
+            return False
+        if error < self.best_error - self.plateau_threshold:
+            self.best_error, self.measurements_since_best = error, 0
+            return False
+        self.measurements_since_best += 1
+        if self.measurements_since_best < self.plateau_patience:
+            return False
+        # The new lr gets `patience` measurements of its own before it can be judged a plateau.
+        self.plateau_decays += 1
+        self.best_error, self.measurements_since_best = error, 0
+        return True
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -43,8 +83,8 @@ class PaperSchedule:
             setattr(self, key, value)
 
 
-def cifar_schedule(train_params, depth: int) -> PaperSchedule:
-    """The schedule of `train_params` (config.TrainParams) for a CIFAR net of `depth` layers."""
+def schedule_for(train_params, depth: int) -> PaperSchedule:
+    """The schedule of `train_params` (config.TrainParams, its recipe applied) for a net of `depth` layers."""
     needs_warmup = depth >= train_params.warmup_min_depth and train_params.warmup_max_iterations > 0
     return PaperSchedule(
         base_lr=train_params.lr,
@@ -53,4 +93,7 @@ def cifar_schedule(train_params, depth: int) -> PaperSchedule:
         warmup_lr=train_params.warmup_lr if needs_warmup else None,
         warmup_until_error=train_params.warmup_until_error,
         warmup_max_iterations=train_params.warmup_max_iterations,
+        plateau=train_params.schedule == "plateau",
+        plateau_patience=train_params.plateau_patience,
+        plateau_threshold=train_params.plateau_threshold,
     )

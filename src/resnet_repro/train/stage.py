@@ -1,4 +1,4 @@
-"""The train@<variant> stage: one net, one seed, the paper's CIFAR recipe, one MLflow run.
+"""The train@<variant> stage: one net, one seed, the recipe of params.yaml (train.recipe), one MLflow run.
 
 Outputs (paths from config.Layout): the resumable checkpoint, the final weights (safetensors), the
 normalisation the net was trained with, a model.json that says how to rebuild it, train.json and
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from resnet_repro import models
-from resnet_repro.config import Layout, Params
+from resnet_repro.config import ConfigError, Layout, Params
 from resnet_repro.data.loading import augmentation_from, make_split_loader, split_names
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.evaluate.accuracy import top_k_errors
@@ -20,9 +20,9 @@ from resnet_repro.artifacts import save_trained
 from resnet_repro.io import write_json, write_tsv
 from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint, source_digest
-from resnet_repro.train.device import autocast_dtype, resolve_device
+from resnet_repro.train.device import autocast_dtype, configure_determinism, resolve_compile, resolve_device
 from resnet_repro.train.loop import LoopSettings, fit
-from resnet_repro.train.recipe import cifar_schedule
+from resnet_repro.train.recipe import schedule_for
 
 STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
 ERROR_COLUMNS = ["step", "train_error", "test_error"]
@@ -34,26 +34,50 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float, exempt_bn_and_bias: bool) -> list[dict]:
+    """SGD parameter groups: all decayed (the paper), or BN scales/shifts and biases (every tensor of
+    fewer than 2 dimensions) exempt from weight decay."""
+    if not exempt_bn_and_bias:
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    decayed = [p for p in model.parameters() if p.ndim >= 2]
+    exempt = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+
+
 def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:
     model_dir, metrics_dir = layout.model_dir(variant, seed), layout.metrics_dir(variant, seed)
-    device = resolve_device(params.train.device)
-    dtype = autocast_dtype(params.train.precision, device)
+    train = params.train
+    device = resolve_device(train.device)
+    dtype = autocast_dtype(train.precision, device)
+    configure_determinism(train.deterministic, train.cudnn_benchmark)
     spec = models.spec(variant)
     stats = load_stats(layout.prepared_dir / "stats.json")
     class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
     mean_image = mean_image_tensor(stats, size=augmentation_from(params, layout).crop_size).to(device)
 
     seed_everything(seed)
-    model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr, momentum=params.train.momentum,
-                                weight_decay=params.train.weight_decay)
-    schedule = cifar_schedule(params.train, spec.depth)
+    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+    model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(parameter_groups(model, train.weight_decay, train.no_weight_decay_on_bn_and_bias),
+                                lr=train.lr, momentum=train.momentum)
+    schedule = schedule_for(params.train, spec.depth)
     train_loader = make_split_loader(params, layout, "train", train=True, batch_size=params.train.batch_size,
                                      mean_image=mean_image, device=device, seed=seed)
     # The curves' held-out error: the test split where there is one (CIFAR), else an image folder's val/.
     curve_split = "test" if "test" in split_names(layout) else "val"
     test_loader = make_split_loader(params, layout, curve_split, train=False, batch_size=params.evaluate.batch_size,
                                     mean_image=mean_image, device=device)
+    # A plateau schedule follows the validation error (never the test error): the val split.
+    measure_validation_error = None
+    if train.schedule == "plateau":
+        if "val" not in split_names(layout):
+            raise ConfigError("params.yaml: train.schedule = 'plateau' needs a validation split: set "
+                              "data.val_size > 0")
+        val_loader = make_split_loader(params, layout, "val", train=False, batch_size=params.evaluate.batch_size,
+                                       mean_image=mean_image, device=device)
+
+        def measure_validation_error() -> float:
+            return top_k_errors(model, val_loader, device=device, dtype=dtype)["top1_error"]
 
     # A checkpoint is resumed only if the same configuration and code wrote it and it is unfinished:
     # a finished one means DVC re-runs the stage because something changed (or was forced).
@@ -82,10 +106,12 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
         settings = LoopSettings(iterations=params.train.iterations, log_every=params.train.log_every,
                                 checkpoint_every=params.train.checkpoint_every,
                                 checkpoint_seconds=params.train.checkpoint_seconds, eval_every=params.train.eval_every,
-                                device=device, dtype=dtype)
+                                device=device, dtype=dtype, channels_last=train.channels_last,
+                                compile=resolve_compile(train.compile, device))
         result = fit(model, optimizer, schedule, train_loader, settings, resume=resume,
                      save_checkpoint=checkpoint, log_metrics=run.log_metrics,
-                     measure_test_error=lambda: top_k_errors(model, test_loader, device=device, dtype=dtype)["top1_error"])
+                     measure_test_error=lambda: top_k_errors(model, test_loader, device=device, dtype=dtype)["top1_error"],
+                     measure_validation_error=measure_validation_error)
 
         save_trained(model_dir, model, mean_image, {
             "arch": variant, "num_classes": len(class_names), "class_names": class_names,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The degradation study at CPU scale (README, "The degradation effect on a CPU"): plain-20, plain-56,
+# ResNet-20 and ResNet-56 on the real CIFAR-10 (45k/5k split, full 10k test set), 500 iterations of
+# batch 128 each, through DVC; then the report (reports/study.md, reports/figures/) and a check of
+# the study's runs in the MLflow UI's compare view (headless Chromium, reports/mlflow-compare.png).
+#
+#   CIFAR10_ARCHIVE  the CIFAR-10 python archive (a local path or an URL); default: ../shared/data/...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source .venv/bin/activate
+export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true NO_ALBUMENTATIONS_UPDATE=1
+
+archive="${CIFAR10_ARCHIVE:-../shared/data/cifar10/cifar-10-python.tar.gz}"
+# The study's nets and scale go into params.yaml (`git checkout params.yaml` undoes it); the archive
+# is set for this run only, as a DVC experiment (`dvc exp show`).
+resnet-repro study select cifar-degradation-cpu
+dvc exp run --set-param "data.archive=${archive}"
+
+cat reports/study.md
+python scripts/check_mlflow_ui.py --study cifar-degradation-cpu --experiment resnet-repro-cifar10-cpu \
+  --screenshot reports/mlflow-compare.png

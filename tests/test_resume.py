@@ -1,0 +1,175 @@
+"""Exact resume on real data: a training killed (SIGKILL) or stopped (SIGTERM) and run again ends with
+the very weights, curves and MLflow history of a training that was never interrupted.
+
+Each training is a real `train_variant` (ResNet-20, the torch backend with albumentations, a small
+subset of the real CIFAR-10) in its own process, as DVC would start it, in deterministic mode.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnet_repro.config import Layout
+from resnet_repro.data.augment import augmentation_for
+from resnet_repro.data.prepared import write_split
+from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor, save_stats
+from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
+from resnet_repro.io import write_json
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+ITERATIONS = 24
+TRAIN = {"iterations": ITERATIONS, "batch_size": 16, "milestones": [18], "checkpoint_every": 6,
+         "checkpoint_seconds": 3600, "log_every": 3, "eval_every": 12, "deterministic": True, "precision": "fp32"}
+
+# The stage as DVC runs it (pipeline/train.py's wrapper: SIGTERM becomes exit status 143).
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {pipeline!r})
+from train import train
+from resnet_repro.config import Layout, parse_params
+train(parse_params(json.loads({params!r})), Layout({root!r}), "resnet20", 0)
+"""
+
+
+def make_project(root: Path, cifar10) -> Path:
+    """A project directory whose prepare stage has run on 256 training and 100 test images (real CIFAR-10)."""
+    prepared = Layout(root).prepared_dir
+    prepared.mkdir(parents=True)
+    write_split(prepared, "train", cifar10.train_images[:256], cifar10.train_labels[:256])
+    write_split(prepared, "test", cifar10.test_images[:100], cifar10.test_labels[:100])
+    save_stats(prepared / "stats.json", image_stats(cifar10.train_images[:256]))
+    write_json(prepared / "meta.json", {"dataset": "cifar10", "class_names": cifar10.class_names,
+                                        "sizes": {"train": 256, "test": 100}})
+    return root
+
+
+def params_for(archive: Path, **train) -> dict:
+    return {"data": {"archive": str(archive)}, "loader": {"backend": "torch", "num_workers": 1},
+            "train": {**TRAIN, **train}, "study": {"variants": ["resnet20"]},
+            "mlflow": {"experiment": "resume-test"}}
+
+
+def start(root: Path, params: dict) -> subprocess.Popen:
+    script = SCRIPT.format(pipeline=str(REPOSITORY / "pipeline"), params=json.dumps(params), root=str(root))
+    return subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr
+
+
+def wait_for_checkpoint(process: subprocess.Popen, path: Path, at_least: int) -> dict:
+    """The first unfinished checkpoint of `at_least` iterations or more, while `process` still runs."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        state = torch.load(path, weights_only=True) if path.exists() else None
+        if state is not None and state["iteration"] >= at_least:
+            assert not state["complete"], "the training finished before it could be interrupted"
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint at iteration >= {at_least}:\n{finish(process)[1][-3000:]}")
+
+
+def outcome(root: Path) -> tuple[dict, dict]:
+    run = Layout(root).model_dir("resnet20", 0)
+    return load_file(run / "model.safetensors"), json.loads((Layout(root).metrics_dir("resnet20", 0) / "train.json").read_text())
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    from mlflow import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+def test_killed_and_stopped_trainings_resume_to_the_uninterrupted_weights(tmp_path, cifar10, cifar10_archive, store):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    client.search_experiments(max_results=1)  # creates the database: three stages at once would race to
+    params = params_for(cifar10_archive)
+    roots = {name: make_project(tmp_path / name, cifar10) for name in ("uninterrupted", "killed", "stopped")}
+    checkpoints = {name: Layout(root).checkpoint_path("resnet20", 0) for name, root in roots.items()}
+    processes = {name: start(root, params) for name, root in roots.items()}
+
+    killed_at = wait_for_checkpoint(processes["killed"], checkpoints["killed"], 6)
+    os.killpg(processes["killed"].pid, signal.SIGKILL)  # the stage and its loader workers
+    # A cluster's SIGTERM goes to every process of the job, loader workers included.
+    wait_for_checkpoint(processes["stopped"], checkpoints["stopped"], 6)
+    os.killpg(processes["stopped"].pid, signal.SIGTERM)
+
+    assert finish(processes["uninterrupted"])[0] == 0
+    assert finish(processes["killed"])[0] == -signal.SIGKILL
+    status, stderr = finish(processes["stopped"])
+    assert status == 143, stderr[-3000:]
+    message = stderr.strip().splitlines()[-1]
+    stopped_at = torch.load(checkpoints["stopped"], weights_only=True)
+    assert message == (f"train: stopped by SIGTERM at iteration {stopped_at['iteration']} of {ITERATIONS}; "
+                       f"checkpoint saved, run again to resume")
+    assert not stopped_at["complete"] and 6 <= stopped_at["iteration"] < ITERATIONS
+    stopped_run = client.get_run(stopped_at["mlflow_run_id"])
+    assert stopped_run.info.status == "KILLED"  # stopped to be resumed, not failed
+    assert "stopped by SIGTERM" in stopped_run.data.tags["failure_reason"]
+
+    resumed = {name: start(roots[name], params) for name in ("killed", "stopped")}
+    for name, process in resumed.items():
+        status, stderr = finish(process)
+        assert status == 0, stderr[-3000:]
+    expected_weights, expected_summary = outcome(roots["uninterrupted"])
+    for name, interrupted in (("killed", killed_at), ("stopped", stopped_at)):
+        weights, summary = outcome(roots[name])
+        assert weights.keys() == expected_weights.keys()
+        for key, tensor in expected_weights.items():
+            assert torch.equal(tensor, weights[key]), f"{name}: {key} differs from the uninterrupted run"
+        assert summary["final_test_error"] == expected_summary["final_test_error"]
+        # The same MLflow run continued, with each step logged once and the values of the uninterrupted run.
+        run_id = summary["mlflow_run_id"]
+        assert run_id == interrupted["mlflow_run_id"]
+        assert client.get_run(run_id).info.status == "FINISHED"
+        assert "failure_reason" not in client.get_run(run_id).data.tags
+        for key in ("loss", "train_error", "lr", "test_error"):
+            history = metric_history(store, run_id, key)
+            assert history == metric_history(store, expected_summary["mlflow_run_id"], key), key
+        assert [step for step, _ in metric_history(store, run_id, "loss")] == list(range(3, ITERATIONS + 1, 3))
+
+
+def test_torch_backend_data_is_the_same_for_any_worker_count_and_mid_epoch_start(tmp_path, cifar10):
+    images, labels = cifar10.train_images[:96], cifar10.train_labels[:96]
+    stats = image_stats(images)
+    save_stats(tmp_path / "stats.json", stats)
+    from resnet_repro.config import AugmentParams
+
+    augmentation = augmentation_for("cifar10", AugmentParams(), stats)
+    mean_image = mean_image_tensor(load_stats(tmp_path / "stats.json"))
+
+    def epoch_batches(workers: int, epoch: int, first_batch: int = 0) -> list[torch.Tensor]:
+        loader = TorchLoader(ArrayImages(images, labels, augmentation, train=True), batch_size=16, train=True,
+                             mean_image=mean_image, device=torch.device("cpu"), num_workers=workers, seed=3)
+        loader.set_epoch(epoch, first_batch)
+        return [batch for batch, _ in loader]
+
+    reference = epoch_batches(0, epoch=2)
+    assert len(reference) == 6
+    for other in (epoch_batches(2, epoch=2), [None] * 4 + epoch_batches(1, epoch=2, first_batch=4)):
+        for index, (expected, batch) in enumerate(zip(reference, other)):
+            assert batch is None or torch.equal(expected, batch), index
+    # Another epoch is another order and other augmentations.
+    assert not torch.equal(torch.cat(epoch_batches(0, epoch=1)), torch.cat(reference))
+    # Sharded over two ranks (DDP), each global batch of 16 is two batches of 8 with the same images.
+    shards = [TorchLoader(ArrayImages(images, labels, augmentation, train=True), batch_size=8, train=True,
+                          mean_image=mean_image, device=torch.device("cpu"), num_workers=0, seed=3, rank=rank,
+                          num_replicas=2) for rank in (0, 1)]
+    for shard in shards:
+        shard.set_epoch(2)
+    for expected, (first, _), (second, _) in zip(reference, *shards):
+        assert torch.equal(expected[0::2], first) and torch.equal(expected[1::2], second)
