@@ -4,6 +4,7 @@ import sys
 
 from _stage import run_stage
 
+from resnet_repro.train.distributed import launched_by_torchrun, run_under_torchrun
 from resnet_repro.train.loop import TrainingInterrupted
 from resnet_repro.train.stage import train_variant
 
@@ -12,6 +13,8 @@ EXIT_TERMINATED = 128 + 15
 
 
 def train(params, layout, variant: str, seed: int) -> dict:
+    if params.train.nproc > 1 and not launched_by_torchrun():
+        sys.exit(run_under_torchrun(params.train.nproc))  # which runs this script in each process
     try:
         return train_variant(params, layout, variant, seed)
     except TrainingInterrupted as stopped:

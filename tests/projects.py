@@ -1,5 +1,6 @@
 """Copies of this repository that tests reproduce with DVC, as a user would in their own clone."""
 
+import json
 import os
 import re
 import shutil
@@ -56,3 +57,40 @@ def commit(project: Path, message: str) -> None:
 def stages_that_would_run(project: Path) -> set[str]:
     output = run(["dvc", "repro", "--dry"], project).stdout
     return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+# The train stage as DVC runs it (pipeline/train.py's wrapper: SIGTERM becomes exit status 143, and
+# train.nproc > 1 runs it under torchrun), for a project given by its params rather than params.yaml.
+_TRAIN_SCRIPT = """
+import json, sys
+sys.path.insert(0, {pipeline!r})
+from train import train
+from resnet_repro.config import Layout, parse_params
+train(parse_params(json.loads({params!r})), Layout({root!r}), "resnet20", 0)
+"""
+
+
+def write_train_script(root: Path, params: dict) -> Path:
+    """A script in `root` that trains resnet20 seed 0 with `params` (the train stage's code)."""
+    script = root / "train_resnet20.py"
+    script.write_text(_TRAIN_SCRIPT.format(pipeline=str(REPOSITORY / "pipeline"), params=json.dumps(params),
+                                           root=str(root)))
+    return script
+
+
+def prepared_project(root: Path, cifar10, train_images: int = 256, test_images: int = 100) -> Path:
+    """A project directory whose prepare stage has run on the first `train_images` training and
+    `test_images` test images of the real CIFAR-10."""
+    from resnet_repro.config import Layout
+    from resnet_repro.data.prepared import write_split
+    from resnet_repro.data.stats import image_stats, save_stats
+    from resnet_repro.io import write_json
+
+    prepared = Layout(root).prepared_dir
+    prepared.mkdir(parents=True)
+    write_split(prepared, "train", cifar10.train_images[:train_images], cifar10.train_labels[:train_images])
+    write_split(prepared, "test", cifar10.test_images[:test_images], cifar10.test_labels[:test_images])
+    save_stats(prepared / "stats.json", image_stats(cifar10.train_images[:train_images]))
+    write_json(prepared / "meta.json", {"dataset": "cifar10", "class_names": cifar10.class_names,
+                                        "sizes": {"train": train_images, "test": test_images}})
+    return root

@@ -17,38 +17,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from projects import prepared_project, write_train_script
 from resnet_repro.config import Layout
 from resnet_repro.data.augment import augmentation_for
-from resnet_repro.data.prepared import write_split
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor, save_stats
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
-from resnet_repro.io import write_json
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 ITERATIONS = 24
 TRAIN = {"iterations": ITERATIONS, "batch_size": 16, "milestones": [18], "checkpoint_every": 6,
          "checkpoint_seconds": 3600, "log_every": 3, "eval_every": 12, "deterministic": True, "precision": "fp32"}
-
-# The stage as DVC runs it (pipeline/train.py's wrapper: SIGTERM becomes exit status 143).
-SCRIPT = """
-import json, sys
-sys.path.insert(0, {pipeline!r})
-from train import train
-from resnet_repro.config import Layout, parse_params
-train(parse_params(json.loads({params!r})), Layout({root!r}), "resnet20", 0)
-"""
-
-
-def make_project(root: Path, cifar10) -> Path:
-    """A project directory whose prepare stage has run on 256 training and 100 test images (real CIFAR-10)."""
-    prepared = Layout(root).prepared_dir
-    prepared.mkdir(parents=True)
-    write_split(prepared, "train", cifar10.train_images[:256], cifar10.train_labels[:256])
-    write_split(prepared, "test", cifar10.test_images[:100], cifar10.test_labels[:100])
-    save_stats(prepared / "stats.json", image_stats(cifar10.train_images[:256]))
-    write_json(prepared / "meta.json", {"dataset": "cifar10", "class_names": cifar10.class_names,
-                                        "sizes": {"train": 256, "test": 100}})
-    return root
 
 
 def params_for(archive: Path, **train) -> dict:
@@ -58,9 +35,8 @@ def params_for(archive: Path, **train) -> dict:
 
 
 def start(root: Path, params: dict) -> subprocess.Popen:
-    script = SCRIPT.format(pipeline=str(REPOSITORY / "pipeline"), params=json.dumps(params), root=str(root))
-    return subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen([sys.executable, str(write_train_script(root, params))], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
@@ -98,7 +74,7 @@ def test_killed_and_stopped_trainings_resume_to_the_uninterrupted_weights(tmp_pa
     client = MlflowClient(store)
     client.search_experiments(max_results=1)  # creates the database: three stages at once would race to
     params = params_for(cifar10_archive)
-    roots = {name: make_project(tmp_path / name, cifar10) for name in ("uninterrupted", "killed", "stopped")}
+    roots = {name: prepared_project(tmp_path / name, cifar10) for name in ("uninterrupted", "killed", "stopped")}
     checkpoints = {name: Layout(root).checkpoint_path("resnet20", 0) for name, root in roots.items()}
     processes = {name: start(root, params) for name, root in roots.items()}
 

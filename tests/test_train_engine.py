@@ -14,14 +14,15 @@ from resnet_repro.config import ConfigError, Layout, parse_params
 from resnet_repro.train.device import resolve_compile
 from resnet_repro.train.stage import parameter_groups
 
-from test_resume import REPOSITORY, make_project, params_for
+from projects import REPOSITORY, prepared_project
+from test_resume import params_for
 
 
 def test_divergence_fails_the_stage_in_one_line_marks_the_run_failed_and_keeps_the_last_good_checkpoint(
         tmp_path, cifar10, cifar10_archive, store):
     from mlflow import MlflowClient
 
-    root = make_project(tmp_path / "project", cifar10)
+    root = prepared_project(tmp_path / "project", cifar10)
     shutil.copytree(REPOSITORY / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     params = params_for(cifar10_archive, lr=1e6, iterations=30, log_every=1, checkpoint_every=1, eval_every=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -138,6 +138,9 @@ class TrainParams(Section):
     warmup_until_error: Probability = 0.8
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str = "auto"
+    # Data-parallel processes (DDP through torchrun): GPUs of this node, or CPU processes. The global
+    # batch stays batch_size, split evenly between them, so the recipe needs no scaling.
+    nproc: PositiveInt = 1
     checkpoint_every: PositiveInt = 500
     checkpoint_seconds: Annotated[float, Field(gt=0)] = 60.0
     log_every: PositiveInt = 20
@@ -176,6 +179,13 @@ class TrainParams(Section):
         if device != "auto" and device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"{device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return device
+
+    @model_validator(mode="after")
+    def _batch_splits_evenly(self) -> "TrainParams":
+        if self.batch_size % self.nproc:
+            raise ValueError(f"train.batch_size = {self.batch_size} does not split evenly between "
+                             f"train.nproc = {self.nproc} processes")
+        return self
 
     @model_validator(mode="after")
     def _plateau_is_measured(self) -> "TrainParams":

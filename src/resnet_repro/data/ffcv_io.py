@@ -152,17 +152,27 @@ def make_loader(
     num_workers: int = 2,
     seed: int = 0,
     drop_last: bool | None = None,
+    rank: int = 0,
+    num_replicas: int = 1,
 ) -> FfcvLoader:
     """A loader over the .beton at `path`.
 
     train=True: random order and `augmentation`; drops the last partial batch unless drop_last=False.
     train=False: file order, the evaluation view of `augmentation`, and every image exactly once
     (drop_last=True is refused). `mean_image` is (3, H, W) on the 0..255 scale.
+    num_replicas > 1: FFCV's distributed mode, which reads rank and world size from the initialised
+    torch.distributed process group (a DistributedSampler of each epoch's order).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: .beton file does not exist (run the ffcv stage)")
     drop_last = resolve_drop_last(train, drop_last)
+    if num_replicas > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized() or (dist.get_rank(), dist.get_world_size()) != (rank, num_replicas):
+            raise RuntimeError(f"FFCV's distributed loading needs the process group of rank {rank} of "
+                               f"{num_replicas} initialised first")
     # On CUDA, FFCV stages batches in pinned memory and copies them on side streams, hence
     # non_blocking. Each pipeline gets its own operations: FFCV keys its graph by operation object.
     pipelines = {
@@ -180,6 +190,7 @@ def make_loader(
             seed=seed * _ORDER_SEED_STRIDE,
             drop_last=drop_last,
             pipelines=pipelines,
+            distributed=num_replicas > 1,
         )
     return FfcvLoader(loader, mean_image.to(device=device, dtype=torch.float32))
 

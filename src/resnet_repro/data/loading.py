@@ -40,12 +40,14 @@ def augmentation_from(params: Params, layout: Layout) -> Augmentation:
 
 def make_split_loader(params: Params, layout: Layout, split: str, *, train: bool, batch_size: int,
                       mean_image: torch.Tensor, device: torch.device, seed: int = 0,
-                      drop_last: bool | None = None):
+                      drop_last: bool | None = None, rank: int = 0, num_replicas: int = 1):
     """The loader of `split` for params.loader.backend: ffcv reads data/ffcv/<dataset>/<split>.beton,
-    torch reads the prepared data directly."""
+    torch reads the prepared data directly. With `num_replicas` > 1 (data-parallel training) it yields
+    this process's share, `rank`, of each epoch: every process the same number of batches."""
     augmentation = augmentation_from(params, layout)
     settings = {"batch_size": batch_size, "train": train, "mean_image": mean_image, "device": device,
-                "num_workers": params.loader.num_workers, "seed": seed, "drop_last": drop_last}
+                "num_workers": params.loader.num_workers, "seed": seed, "drop_last": drop_last,
+                "rank": rank, "num_replicas": num_replicas}
     # Each backend is imported only when chosen: the torch backend must work where FFCV is not installed.
     if params.loader.backend == "ffcv":
         from resnet_repro.data.ffcv_io import make_loader

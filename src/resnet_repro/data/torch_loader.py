@@ -120,7 +120,8 @@ class FileImages(_AugmentedImages):
 class _EpochOrder(Sampler):
     """Training: epoch e is a permutation that depends only on (seed, e), each index paired with the
     (seed, e) its augmentation is drawn from; iteration may start `start` samples in (a resume).
-    With `num_replicas` > 1 (DDP) rank r takes every num_replicas-th sample of that permutation.
+    With `num_replicas` > 1 (DDP) rank r takes every num_replicas-th sample of that permutation, and
+    every rank the same number (the last size % num_replicas samples are left out of the epoch).
     Evaluation: file order, plain indices."""
 
     def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, num_replicas: int = 1):
@@ -128,14 +129,21 @@ class _EpochOrder(Sampler):
         self.rank, self.num_replicas = rank, num_replicas
         self.epoch = self.start = 0
 
+    @property
+    def share(self) -> int:
+        """Samples of this rank per epoch."""
+        if self.shuffle:
+            return self.size // self.num_replicas
+        return len(range(self.rank, self.size, self.num_replicas))
+
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.num_replicas)) - self.start
+        return self.share - self.start
 
     def __iter__(self) -> Iterator[int | Draw]:
         if not self.shuffle:
             return iter(range(self.rank, self.size, self.num_replicas))
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-        mine = order[self.rank::self.num_replicas][self.start:].tolist()
+        mine = order[self.rank::self.num_replicas][self.start:self.share].tolist()
         return iter([Draw(index, self.seed, self.epoch) for index in mine])
 
 
@@ -188,7 +196,7 @@ class TorchLoader:
 
     def __len__(self) -> int:
         """Batches in a whole epoch (of this rank)."""
-        images = len(range(self._order.rank, self._order.size, self._order.num_replicas))
+        images = self._order.share
         return images // self._batch_size if self._drop_last else math.ceil(images / self._batch_size)
 
     def set_epoch(self, epoch: int, first_batch: int = 0) -> None:

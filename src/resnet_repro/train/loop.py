@@ -12,6 +12,12 @@ run sees other crops and flips, so it ends close to, not equal to, the uninterru
 
 SIGTERM (what a cluster sends before it kills a job) is honoured at the next step boundary: a
 checkpoint is written and TrainingInterrupted raised.
+
+Under torchrun (train.distributed) every process runs this loop on its share of each batch, through
+DistributedDataParallel. The processes agree at each log step, the loop's one synchronisation: the
+window's loss and error are summed over all of them (so the curves, the warm-up and the divergence
+check see the global batch) together with any stop request, so that all stop at the same iteration.
+Rank 0 alone measures test error, logs and saves.
 """
 
 import contextlib
@@ -28,6 +34,7 @@ from tqdm import tqdm
 
 from resnet_repro.train.checkpoint import restore_rng_states, rng_states
 from resnet_repro.train.device import autocast
+from resnet_repro.train.distributed import Processes
 from resnet_repro.train.recipe import PaperSchedule
 
 
@@ -86,6 +93,18 @@ class _Window:
             self.images, self.seconds = state["images"], state["seconds"]
         self.started = time.perf_counter()
 
+    def add_other_processes(self, processes: Processes, stop_requested: bool) -> bool:
+        """Sum loss, mistakes and images over all processes; True if any of them was asked to stop."""
+        if not processes.distributed:
+            return stop_requested
+        local = [self.images, float(stop_requested)]
+        totals = processes.sum(torch.cat([self.loss.double().view(1), self.wrong.double().view(1),
+                                          torch.tensor(local, dtype=torch.float64, device=self.loss.device)]))
+        self.loss.copy_(totals[0])
+        self.wrong.copy_(totals[1].long())
+        self.images = int(totals[2])
+        return bool(totals[3] > 0)
+
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss += loss.detach().float() * labels.numel()
         self.wrong += (logits.detach().argmax(dim=1) != labels).sum()
@@ -125,20 +144,30 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Pape
         save_checkpoint: Callable[[dict], None] = lambda state: None,
         log_metrics: Callable[[dict, int], None] = lambda metrics, step: None,
         measure_test_error: Callable[[], float] | None = None,
-        measure_validation_error: Callable[[], float] | None = None) -> FitResult:
+        measure_validation_error: Callable[[], float] | None = None,
+        processes: Processes = Processes()) -> FitResult:
     """Train `model` to `settings.iterations`. `measure_validation_error`, if given, feeds the schedule
-    (a plateau schedule) every eval_every iterations; `measure_test_error` draws the curves."""
+    (a plateau schedule) every eval_every iterations; `measure_test_error` draws the curves.
+
+    Distributed (`processes`), every process calls this with its own loader shard; `measure_test_error`
+    is rank 0's alone, `measure_validation_error` must return the same value on every rank."""
     with _stop_requests() as stop_requested:
         return _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, log_metrics,
-                    measure_test_error, measure_validation_error, stop_requested)
+                    measure_test_error, measure_validation_error, stop_requested, processes)
 
 
 def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, log_metrics, measure_test_error,
-         measure_validation_error, stop_requested) -> FitResult:
+         measure_validation_error, stop_requested, processes) -> FitResult:
     device = settings.device
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    # Only the forward is compiled; `model` keeps its plain state_dict keys for checkpoints and export.
-    forward = torch.compile(model) if settings.compile else model
+    # `model` keeps its plain state_dict keys for checkpoints and export; the step runs `forward`, which
+    # averages the gradients over the processes (DDP) and is compiled, if asked, around that.
+    forward = model
+    if processes.distributed:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
+    if settings.compile:
+        forward = torch.compile(forward)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.dtype == torch.float16)
     curves, iteration, seconds, images_trained, window = Curves(), 0, 0.0, 0, _Window(device)
     if resume is not None:
@@ -149,7 +178,8 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
         restore_rng_states(resume["rng"])
         curves = Curves(resume["curves"]["steps"], resume["curves"]["errors"])
         iteration, seconds, images_trained = resume["iteration"], resume["seconds"], resume["images_trained"]
-        window = _Window(device, resume["window"])
+        # Rank 0 saved its own window: the others start theirs empty, so the sums stay exact.
+        window = _Window(device, resume["window"] if processes.is_main else None)
         print(f"Resumed from checkpoint at iteration {iteration} of {settings.iterations}", flush=True)
 
     def training_state() -> dict:
@@ -191,7 +221,7 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
     last_checkpoint = time.monotonic()
     model.train()
     progress = tqdm(total=settings.iterations, initial=iteration, unit="it", dynamic_ncols=True,
-                    desc="train", mininterval=1.0)
+                    desc="train", mininterval=1.0, disable=not processes.is_main)
     while iteration < settings.iterations:
         batches_to_skip = _start_epoch(loader, epoch, first_batch)
         first_batch = 0
@@ -215,8 +245,11 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
             progress.update()
 
             is_last = iteration == settings.iterations
+            # A single process stops at any step; processes stop together, at a step where they agree.
+            must_stop = stop_requested.is_set() and not processes.distributed
             if iteration % settings.log_every == 0 or is_last:
-                # The only host-device synchronisation of the loop.
+                # The only host-device synchronisation of the loop (and exchange between processes).
+                must_stop = window.add_other_processes(processes, stop_requested.is_set())
                 loss_value = window.loss.item() / window.images
                 train_error = window.wrong.item() / window.images
                 if not math.isfinite(loss_value):
@@ -255,15 +288,15 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
                 model.train()
                 window.resume()
 
-            if (iteration % settings.checkpoint_every == 0 or is_last
-                    or time.monotonic() - last_checkpoint >= settings.checkpoint_seconds):
+            if processes.is_main and (iteration % settings.checkpoint_every == 0 or is_last
+                                      or time.monotonic() - last_checkpoint >= settings.checkpoint_seconds):
                 checkpoint()
                 last_checkpoint = time.monotonic()
-            if stop_requested.is_set() and not is_last:
+            if must_stop and not is_last:
                 stop()
             if is_last:
                 break
-        if stop_requested.is_set() and iteration < settings.iterations:
+        if stop_requested.is_set() and iteration < settings.iterations and not processes.distributed:
             stop()  # the loader ended early: its workers got the same SIGTERM
         epoch += 1
     progress.close()

@@ -1,11 +1,14 @@
 """The train@<variant> stage: one net, one seed, the recipe of params.yaml (train.recipe), one MLflow run.
 
+Run by torchrun (train.distributed), each process calls `train_variant`; rank 0 alone writes.
+
 Outputs (paths from config.Layout): the resumable checkpoint, the final weights (safetensors), the
 normalisation the net was trained with, a model.json that says how to rebuild it, train.json and
 the curves that dvc.yaml declares as plots.
 """
 
 import json
+import math
 import random
 
 import numpy as np
@@ -21,6 +24,7 @@ from resnet_repro.io import write_json, write_tsv
 from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint, source_digest
 from resnet_repro.train.device import autocast_dtype, configure_determinism, resolve_compile, resolve_device
+from resnet_repro.train.distributed import Processes
 from resnet_repro.train.loop import LoopSettings, fit
 from resnet_repro.train.recipe import schedule_for
 
@@ -44,10 +48,39 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, exempt_bn_and_
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
-def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:
+class _NotLogged:
+    """The MLflow run of the ranks other than 0: they log nothing."""
+
+    run_id = None
+
+    def __enter__(self) -> "_NotLogged":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        return None
+
+    def flush(self) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        pass
+
+
+def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict | None:
+    """Train one net; the summary that train.json holds, or None on ranks other than 0."""
+    processes = Processes.from_environment()
+    device = processes.device(resolve_device(params.train.device))
+    processes.start(device)
+    try:
+        return _train_variant(params, layout, variant, seed, processes, device)
+    finally:
+        processes.stop()
+
+
+def _train_variant(params: Params, layout: Layout, variant: str, seed: int, processes: Processes,
+                   device: torch.device) -> dict | None:
     model_dir, metrics_dir = layout.model_dir(variant, seed), layout.metrics_dir(variant, seed)
     train = params.train
-    device = resolve_device(train.device)
     dtype = autocast_dtype(train.precision, device)
     configure_determinism(train.deterministic, train.cudnn_benchmark)
     spec = models.spec(variant)
@@ -61,23 +94,36 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
     optimizer = torch.optim.SGD(parameter_groups(model, train.weight_decay, train.no_weight_decay_on_bn_and_bias),
                                 lr=train.lr, momentum=train.momentum)
     schedule = schedule_for(params.train, spec.depth)
-    train_loader = make_split_loader(params, layout, "train", train=True, batch_size=params.train.batch_size,
-                                     mean_image=mean_image, device=device, seed=seed)
-    # The curves' held-out error: the test split where there is one (CIFAR), else an image folder's val/.
-    curve_split = "test" if "test" in split_names(layout) else "val"
-    test_loader = make_split_loader(params, layout, curve_split, train=False, batch_size=params.evaluate.batch_size,
-                                    mean_image=mean_image, device=device)
-    # A plateau schedule follows the validation error (never the test error): the val split.
+    # Each process takes its share of every global batch of train.batch_size.
+    train_loader = make_split_loader(params, layout, "train", train=True, batch_size=processes.share_of(train.batch_size),
+                                     mean_image=mean_image, device=device, seed=seed, rank=processes.rank,
+                                     num_replicas=processes.world_size)
+    # The curves' held-out error (rank 0's): the test split where there is one (CIFAR), else an image
+    # folder's val/.
+    measure_test_error = None
+    if processes.is_main:
+        curve_split = "test" if "test" in split_names(layout) else "val"
+        test_loader = make_split_loader(params, layout, curve_split, train=False,
+                                        batch_size=params.evaluate.batch_size, mean_image=mean_image, device=device)
+
+        def measure_test_error() -> float:
+            return top_k_errors(model, test_loader, device=device, dtype=dtype)["top1_error"]
+
+    # A plateau schedule follows the validation error (never the test error): the val split, measured by
+    # rank 0 and sent to the others, whose schedules must take the same decisions.
     measure_validation_error = None
     if train.schedule == "plateau":
         if "val" not in split_names(layout):
             raise ConfigError("params.yaml: train.schedule = 'plateau' needs a validation split: set "
                               "data.val_size > 0")
-        val_loader = make_split_loader(params, layout, "val", train=False, batch_size=params.evaluate.batch_size,
-                                       mean_image=mean_image, device=device)
+        if processes.is_main:
+            val_loader = make_split_loader(params, layout, "val", train=False,
+                                           batch_size=params.evaluate.batch_size, mean_image=mean_image, device=device)
 
         def measure_validation_error() -> float:
-            return top_k_errors(model, val_loader, device=device, dtype=dtype)["top1_error"]
+            error = top_k_errors(model, val_loader, device=device, dtype=dtype)["top1_error"] if processes.is_main \
+                else math.nan
+            return processes.from_main(error)
 
     # A checkpoint is resumed only if the same configuration and code wrote it and it is unfinished:
     # a finished one means DVC re-runs the stage because something changed (or was forced).
@@ -86,18 +132,26 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
     checkpoint_path = layout.checkpoint_path(variant, seed)
     resume = load_checkpoint(checkpoint_path)
     if resume is not None and (resume["fingerprint"] != run_fingerprint or resume["complete"]):
-        why = "is finished" if resume["complete"] else "was written by another configuration or code"
-        print(f"{checkpoint_path} {why}: training from scratch", flush=True)
+        if processes.is_main:
+            why = "is finished" if resume["complete"] else "was written by another configuration or code"
+            print(f"{checkpoint_path} {why}: training from scratch", flush=True)
         resume = None
 
     tags = {"variant": variant, "family": spec.family, "depth": spec.depth, "shortcut": spec.shortcut,
             "seed": seed, "dataset": params.data.dataset, "git_commit": git_commit(layout.root),
             "data_version": layout.data_version(), "study": params.study.name, "device": device.type,
-            "precision": str(dtype).removeprefix("torch.") if dtype else "float32"}
-    with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
-                           run_name=f"{variant} seed {seed}", params=params.model_dump(), tags=tags,
-                           resume_run_id=resume["mlflow_run_id"] if resume else None) as run:
+            "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
+            "processes": processes.world_size}
+    run_context = _NotLogged()
+    if processes.is_main:
+        run_context = TrainingRun.start(
+            resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
+            run_name=f"{variant} seed {seed}", params=params.model_dump(), tags=tags,
+            resume_run_id=resume["mlflow_run_id"] if resume else None)
+    with run_context as run:
         def checkpoint(state: dict) -> None:
+            if not processes.is_main:
+                return
             run.flush()  # metrics up to this iteration reach MLflow before the checkpoint that covers them
             complete = state["iteration"] == params.train.iterations
             save_checkpoint(checkpoint_path, {**state, "fingerprint": run_fingerprint, "complete": complete,
@@ -109,9 +163,10 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
                                 device=device, dtype=dtype, channels_last=train.channels_last,
                                 compile=resolve_compile(train.compile, device))
         result = fit(model, optimizer, schedule, train_loader, settings, resume=resume,
-                     save_checkpoint=checkpoint, log_metrics=run.log_metrics,
-                     measure_test_error=lambda: top_k_errors(model, test_loader, device=device, dtype=dtype)["top1_error"],
-                     measure_validation_error=measure_validation_error)
+                     save_checkpoint=checkpoint, log_metrics=run.log_metrics, measure_test_error=measure_test_error,
+                     measure_validation_error=measure_validation_error, processes=processes)
+        if not processes.is_main:
+            return None
 
         save_trained(model_dir, model, mean_image, {
             "arch": variant, "num_classes": len(class_names), "class_names": class_names,
