@@ -44,6 +44,16 @@ def test_warmup_only_for_110_and_deeper_and_ends_below_80_percent_error():
     assert schedule.lr(201) == 0.1
 
 
+def test_linear_warmup_ramps_every_net_up_to_the_lr_then_follows_the_milestones(raw):
+    train = parse_params(with_train(raw, linear_warmup_iterations=100, milestones=[300, 400])).train
+    for depth in (20, 56):
+        schedule = schedule_for(train, depth)
+        assert not schedule.warming_up  # the paper's constant warm-up stays for 110 layers and more
+        assert [schedule.lr(i) for i in (0, 49, 99)] == pytest.approx([0.001, 0.05, 0.1])
+        assert [schedule.lr(i) for i in (100, 299, 300, 400)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert schedule_for(parse_params(raw).train, 56).lr(0) == 0.1  # default: none, as in the paper
+
+
 def test_warmup_state_survives_a_checkpoint():
     train = load_params(PROJECT_PARAMS).train
     schedule = schedule_for(train, 1202)

@@ -136,6 +136,9 @@ class TrainParams(Section):
     plateau_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.002
     warmup_lr: Annotated[float, Field(gt=0)] = 0.01
     warmup_until_error: Probability = 0.8
+    # Not the paper's: the lr of every net rises linearly from lr / n to lr over the first n iterations
+    # (Goyal et al. 2017's gradual warm-up); 0 for none.
+    linear_warmup_iterations: NonNegativeInt = 0
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str = "auto"
     # Data-parallel processes (DDP through torchrun): GPUs of this node, or CPU processes. The global

@@ -17,7 +17,8 @@ def add_bench_command(what: argparse._SubParsersAction) -> None:
         description="Images/s of the training loop on the real CIFAR-10 with the configured loader backend and "
         "speed paths, and of the same net in fp32, eager, NCHW, fed by torchvision's usual pipeline (PIL + "
         "torchvision.transforms + DataLoader), same workers and batch. --compare-precision instead trains "
-        "briefly in fp32 and in bf16 from the same seed and prints both test errors.")
+        "briefly in fp32 and in bf16 from the same seed (the paper's CIFAR schedule shrunk to --iterations: "
+        "/10 at 1/2 and 3/4) and prints both test errors.")
     parser.add_argument("--archive", type=Path,
                         help="the CIFAR-10 python archive (default: data.archive of ./params.yaml, as prepare gets it)")
     parser.add_argument("--model", default=defaults.model)

@@ -9,7 +9,9 @@ iterations, weight decay 1e-4, momentum 0.9.
 `train.recipe` in params.yaml picks one; every key it sets is a default that an explicit key of the
 train section overrides (config.TrainParams). The paper does not say how a plateau is detected: here
 the validation error, measured every eval_every iterations, has plateaued when it has not improved by
-`plateau_threshold` for `plateau_patience` measurements in a row. Because the warm-up and the plateau
+`plateau_threshold` for `plateau_patience` measurements in a row. Not the paper's: an optional linear
+ramp of the lr over the first `linear_warmup_iterations` (Goyal et al. 2017's gradual warm-up), which
+short CPU-scale runs of deep nets need (README, "The degradation effect on a CPU"). Because the warm-up and the plateau
 decays end on measured conditions, not at fixed iterations, the schedule is a small object with
 state that the checkpoint saves and restores.
 """
@@ -36,6 +38,7 @@ class PaperSchedule:
     warmup_lr: float | None = None  # None: no warm-up
     warmup_until_error: float = 0.8
     warmup_max_iterations: int = 4000
+    linear_warmup_iterations: int = 0  # 0: none (the paper)
     warming_up: bool = False
     plateau: bool = False  # also divide by 1/decay when the validation error plateaus
     plateau_patience: int = 5
@@ -51,7 +54,10 @@ class PaperSchedule:
         if self.warming_up:
             return self.warmup_lr
         passed = sum(iteration >= milestone for milestone in self.milestones)
-        return self.base_lr * self.decay ** (passed + self.plateau_decays)
+        lr = self.base_lr * self.decay ** (passed + self.plateau_decays)
+        if iteration < self.linear_warmup_iterations:
+            lr *= (iteration + 1) / self.linear_warmup_iterations
+        return lr
 
     def observe(self, iteration: int, train_error: float) -> bool:
         """Feed the running training error; returns True at the moment the warm-up ends."""
@@ -93,6 +99,7 @@ def schedule_for(train_params, depth: int) -> PaperSchedule:
         warmup_lr=train_params.warmup_lr if needs_warmup else None,
         warmup_until_error=train_params.warmup_until_error,
         warmup_max_iterations=train_params.warmup_max_iterations,
+        linear_warmup_iterations=train_params.linear_warmup_iterations,
         plateau=train_params.schedule == "plateau",
         plateau_patience=train_params.plateau_patience,
         plateau_threshold=train_params.plateau_threshold,
