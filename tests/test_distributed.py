@@ -141,6 +141,41 @@ def test_a_killed_process_stops_the_whole_torchrun_training_with_its_error(tmp_p
                    for process in psutil.Process().children(recursive=True) if "train_resnet20" in str(process.cmdline()))
 
 
+def test_sigterm_stops_every_process_at_one_iteration_and_the_run_resumes(tmp_path, cifar10, cifar10_archive):
+    """What a cluster does to a job under torchrun: SIGTERM to all of its processes, later a restart."""
+    from mlflow import MlflowClient
+
+    root = prepared_project(tmp_path, cifar10)
+    script = write_train_script(root, params_for(cifar10_archive, iterations=400, checkpoint_every=2))
+    command = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(script)]
+    torchrun = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    checkpoint = Layout(root).checkpoint_path("resnet20", 0)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and torchrun.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(torchrun.pid, signal.SIGTERM)
+        _, stderr = torchrun.communicate(timeout=180)
+    finally:
+        if torchrun.poll() is None:
+            os.killpg(torchrun.pid, signal.SIGKILL)
+    state = torch.load(checkpoint, weights_only=True)
+    # The processes agreed on where to stop (a log step, where they exchange), and rank 0 saved it.
+    assert not state["complete"] and state["iteration"] % TRAIN["log_every"] == 0, stderr[-3000:]
+    assert f"stopped by SIGTERM at iteration {state['iteration']} of 400" in stderr
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    assert client.get_run(state["mlflow_run_id"]).info.status == "KILLED"
+
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resumed from checkpoint at iteration {state['iteration']} of 400" in result.stdout + result.stderr
+    run = client.get_run(state["mlflow_run_id"])  # the same run, continued
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert sorted(steps) == list(range(4, 401, 4))  # each log step once
+
+
 def test_the_global_batch_must_split_evenly_between_the_processes(cifar10_archive):
     with pytest.raises(ConfigError, match=r"train.batch_size = 32 does not split evenly between train.nproc = 3"):
         parse_params(params_for(cifar10_archive, iterations=8, nproc=3))

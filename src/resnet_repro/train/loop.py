@@ -180,7 +180,8 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
         iteration, seconds, images_trained = resume["iteration"], resume["seconds"], resume["images_trained"]
         # Rank 0 saved its own window: the others start theirs empty, so the sums stay exact.
         window = _Window(device, resume["window"] if processes.is_main else None)
-        print(f"Resumed from checkpoint at iteration {iteration} of {settings.iterations}", flush=True)
+        if processes.is_main:
+            print(f"Resumed from checkpoint at iteration {iteration} of {settings.iterations}", flush=True)
 
     def training_state() -> dict:
         return {
