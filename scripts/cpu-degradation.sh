@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The degradation study at CPU scale (README, "The degradation effect on a CPU"): plain-20, plain-56,
-# ResNet-20 and ResNet-56 on the real CIFAR-10 (45k/5k split, full 10k test set), 500 iterations of
+# ResNet-20 and ResNet-56 on the real CIFAR-10 (45k/5k split, full 10k test set), 2,000 iterations of
 # batch 128 each, through DVC; then the report (reports/study.md, reports/figures/) and a check of
 # the study's runs in the MLflow UI's compare view (headless Chromium, reports/mlflow-compare.png).
 #
