@@ -13,11 +13,11 @@ run sees other crops and flips, so it ends close to, not equal to, the uninterru
 SIGTERM (what a cluster sends before it kills a job) is honoured at the next step boundary: a
 checkpoint is written and TrainingInterrupted raised.
 
-Under torchrun (train.distributed) every process runs this loop on its share of each batch, through
-DistributedDataParallel. The processes agree at each log step, the loop's one synchronisation: the
-window's loss and error are summed over all of them (so the curves, the warm-up and the divergence
-check see the global batch) together with any stop request, so that all stop at the same iteration.
-Rank 0 alone measures test error, logs and saves.
+Under torchrun (resnet_repro.train.distributed) every process runs this loop on its share of each
+batch, through DistributedDataParallel. The processes agree at each log step, the loop's one
+synchronisation: the window's loss and error are summed over all of them (so the curves, the warm-up
+and the divergence check see the global batch) together with any stop request, so that all stop at
+the same iteration. Rank 0 alone measures test error, logs and saves.
 """
 
 import contextlib
@@ -209,7 +209,8 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
         save_checkpoint(training_state())
 
     def stop() -> None:
-        checkpoint()
+        if processes.is_main:
+            checkpoint()
         progress.close()
         raise TrainingInterrupted(f"stopped by SIGTERM at iteration {iteration} of {settings.iterations}; "
                                   f"checkpoint saved, run again to resume")

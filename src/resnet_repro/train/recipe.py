@@ -11,9 +11,9 @@ train section overrides (config.TrainParams). The paper does not say how a plate
 the validation error, measured every eval_every iterations, has plateaued when it has not improved by
 `plateau_threshold` for `plateau_patience` measurements in a row. Not the paper's: an optional linear
 ramp of the lr over the first `linear_warmup_iterations` (Goyal et al. 2017's gradual warm-up), which
-short CPU-scale runs of deep nets need (README, "The degradation effect on a CPU"). Because the warm-up and the plateau
-decays end on measured conditions, not at fixed iterations, the schedule is a small object with
-state that the checkpoint saves and restores.
+short CPU-scale runs of deep nets need (README, "The degradation effect on a CPU"). Because the
+warm-up and the plateau decays end on measured conditions, not at fixed iterations, the schedule is a
+small object with state that the checkpoint saves and restores.
 """
 
 import math

@@ -1,6 +1,7 @@
 """The train@<variant> stage: one net, one seed, the recipe of params.yaml (train.recipe), one MLflow run.
 
-Run by torchrun (train.distributed), each process calls `train_variant`; rank 0 alone writes.
+Run by torchrun (resnet_repro.train.distributed), each process calls `train_variant`; rank 0 alone
+writes.
 
 Outputs (paths from config.Layout): the resumable checkpoint, the final weights (safetensors), the
 normalisation the net was trained with, a model.json that says how to rebuild it, train.json and
@@ -49,18 +50,13 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, exempt_bn_and_
 
 
 class _NotLogged:
-    """The MLflow run of the ranks other than 0: they log nothing."""
-
-    run_id = None
+    """The MLflow run of the ranks other than 0: they log nothing (and never checkpoint)."""
 
     def __enter__(self) -> "_NotLogged":
         return self
 
     def __exit__(self, *exception) -> None:
         return None
-
-    def flush(self) -> None:
-        pass
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         pass
@@ -149,9 +145,7 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
             run_name=f"{variant} seed {seed}", params=params.model_dump(), tags=tags,
             resume_run_id=resume["mlflow_run_id"] if resume else None)
     with run_context as run:
-        def checkpoint(state: dict) -> None:
-            if not processes.is_main:
-                return
+        def checkpoint(state: dict) -> None:  # called on rank 0 only
             run.flush()  # metrics up to this iteration reach MLflow before the checkpoint that covers them
             complete = state["iteration"] == params.train.iterations
             save_checkpoint(checkpoint_path, {**state, "fingerprint": run_fingerprint, "complete": complete,
