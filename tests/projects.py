@@ -13,7 +13,7 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What the pipeline writes: a copy starts without it, as a fresh clone does.
-_OUTPUTS = ("data/", "models/", "checkpoints/", "metrics/", "reports/")
+_OUTPUTS = ("data/prepared/", "data/ffcv/", "data/raw/", "models/", "checkpoints/", "metrics/", "reports/", "mlflow.db")
 
 
 def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -23,6 +23,15 @@ def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subproce
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def params_with(changes: dict) -> dict:
+    """The repository's params.yaml with `changes` ({"train": {"iterations": 10}, ...}) merged into its
+    sections: params.yaml writes every key, so a test states only what it changes."""
+    params = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
+    for section, values in changes.items():
+        params[section] = {**params[section], **values}
+    return params
 
 
 def set_params(project: Path, **changes) -> None:

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from resnet_repro.config import AugmentParams
+from projects import params_with
+from resnet_repro.config import parse_params
 from resnet_repro.data.augment import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
@@ -95,9 +96,10 @@ def test_multi_scale_views_keep_the_aspect_ratio():
 
 def test_augmentation_for_each_dataset_and_eigen_source():
     stats = {"eigval": np.array([3.0, 2.0, 1.0]), "eigvec": np.eye(3), "mean_image": np.zeros((32, 32, 3))}
-    cifar = augmentation_for("cifar10", AugmentParams(), stats)
+    augment = parse_params(params_with({})).augment
+    cifar = augmentation_for("cifar10", augment, stats)
     assert (cifar.crop_size, cifar.crop_padding, cifar.shorter_side_range, cifar.eval_resize) == (32, 4, None, None)
     assert cifar.eigval == (3.0, 2.0, 1.0)
-    folder = augmentation_for("imagefolder", AugmentParams(lighting_std=0.1, lighting_eigen="imagenet"), stats)
+    folder = augmentation_for("imagefolder", augment.model_copy(update={"lighting_std": 0.1, "lighting_eigen": "imagenet"}), stats)
     assert (folder.crop_size, folder.shorter_side_range, folder.eval_resize) == (224, (256, 480), 256)
     np.testing.assert_array_equal(folder.eigvec_array, IMAGENET_EIGVEC)

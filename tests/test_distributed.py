@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from projects import VENV_BIN, prepared_project, write_train_script
+from projects import VENV_BIN, params_with, prepared_project, write_train_script
 from resnet_repro import models
 from resnet_repro.config import ConfigError, Layout, parse_params
 from resnet_repro.data.augment import augmentation_for
@@ -34,8 +34,9 @@ TRAIN = {"batch_size": 32, "milestones": [6], "checkpoint_every": 4, "checkpoint
 
 
 def params_for(archive: Path, **train) -> dict:
-    return {"data": {"archive": str(archive)}, "loader": {"backend": "torch", "num_workers": 1},
-            "train": {**TRAIN, **train}, "study": {"variants": ["resnet20"]}, "mlflow": {"experiment": "ddp-test"}}
+    return params_with({"data": {"archive": str(archive)}, "loader": {"backend": "torch", "num_workers": 1},
+                        "train": {**TRAIN, **train}, "study": {"variants": ["resnet20"]},
+                        "mlflow": {"experiment": "ddp-test"}})
 
 
 def accumulated_half_batches(root: Path, params: dict, processes: int) -> tuple[dict, list[float]]:

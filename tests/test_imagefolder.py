@@ -12,6 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
+from projects import params_with
 from resnet_repro.config import Layout, parse_params
 from resnet_repro.data.errors import DataError
 from resnet_repro.data.imagefolder import load_rgb, read_list, scan
@@ -147,17 +148,17 @@ def test_classes_are_indexed_in_sorted_order_and_strays_are_listed(tmp_path):
 # --- prepare and ffcv --------------------------------------------------------------------------------
 
 def project_params(tmp_path: Path, root: Path, **data) -> dict:
-    return {
+    return params_with({
         "data": {"dataset": "imagefolder", "root": str(root), "val_size": 0, "max_bad_fraction": 0.25,
                  "max_resolution": 256, **data},
         # Small crops keep the test fast; the geometry is the paper's scaled down.
         "augment": {"crop_size": 64, "scale_range": [72, 128], "eval_resize": 73, "lighting_std": 0.1,
                     "color_jitter": 0.4},
         "loader": {"num_workers": 2},
-        "train": {"iterations": 10},
+        "train": {"iterations": 10, "milestones": []},
         "study": {"variants": ["resnet18"]},
         "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"},
-    }
+    })
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +254,7 @@ def test_params_refuse_a_val_size_for_folders_and_a_missing_root(tmp_path):
     raw["data"]["val_size"] = 5000
     with pytest.raises(ConfigError, match="data.val_size = 5000: an image folder brings its own val/"):
         parse_params(raw)
-    del raw["data"]["root"]
+    raw["data"]["root"] = None
     raw["data"]["val_size"] = 0
     with pytest.raises(ConfigError, match="data.root is required when data.dataset is 'imagefolder'"):
         parse_params(yaml.safe_load(yaml.safe_dump(raw)))

@@ -12,6 +12,8 @@ import pytest
 from folders import cifar_image_folder
 from projects import copy_repository, run
 
+pytestmark = pytest.mark.pipeline
+
 CLASSES = 3
 VAL_PER_CLASS = 10
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from folders import cifar_image_folder
+from projects import params_with
 from PIL import Image
 
 CLASSES = 4
@@ -118,9 +119,11 @@ def peaks(tmp_path_factory, cifar10) -> dict:
         project = projects[scale] = tmp_path_factory.mktemp(f"project{scale}n")
         root = cifar_image_folder(cifar10, project / "photos", classes=CLASSES, train_per_class=scale * TRAIN_PER_CLASS,
                                   val_per_class=scale * VAL_PER_CLASS, sizes=PHOTO_SIZES)
-        params = {"data": {"dataset": "imagefolder", "root": str(root), "val_size": 0},
-                  "loader": {"num_workers": 2}, "train": {"iterations": 10}, "study": {"variants": ["resnet18"]},
-                  "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "memory"}}
+        params = params_with({
+            "data": {"dataset": "imagefolder", "root": str(root), "val_size": 0},
+            "loader": {"num_workers": 2}, "train": {"iterations": 10, "milestones": []},
+            "study": {"variants": ["resnet18"]},
+            "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "memory"}})
         (project / "params.yaml").write_text(yaml.safe_dump(params))
         results[scale] = {"images": scale * CLASSES * (TRAIN_PER_CLASS + VAL_PER_CLASS), "decoded": decoded_bytes(root)}
     for stage in ("prepare", "ffcv"):

@@ -20,6 +20,8 @@ import pytest
 import torch
 from projects import VENV_BIN, commit, copy_repository, run, set_params, stages_that_would_run
 
+pytestmark = pytest.mark.pipeline
+
 VARIANTS = ["plain20", "resnet20"]
 ITERATIONS = 120
 

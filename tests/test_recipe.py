@@ -63,42 +63,64 @@ def test_warmup_state_survives_a_checkpoint():
     assert not restored.warming_up and restored.lr(401) == 0.1
 
 
-def test_the_project_trains_with_the_papers_cifar_recipe(raw):
+def test_the_project_trains_with_the_papers_cifar_recipe_written_out(raw):
+    # params.yaml writes every value of the recipe: DVC sees them, and `-S train.<key>` can change them.
+    assert {key: raw["train"][key] for key in RECIPES["cifar"]} == RECIPES["cifar"]
     train = parse_params(raw).train
-    assert train.recipe == "cifar"
     assert (train.iterations, train.batch_size, train.lr, train.momentum, train.weight_decay) == \
         (64_000, 128, 0.1, 0.9, 1e-4)
     assert (train.schedule, train.milestones, train.lr_decay, train.warmup_min_depth) == \
         ("steps", [32_000, 48_000], 0.1, 110)
 
 
-def test_imagenet_recipe_and_explicit_keys_win_over_it(raw):
-    train = parse_params(with_train(raw, recipe="imagenet")).train
+def test_selecting_the_imagenet_recipe_writes_its_values_and_keeps_the_rest(tmp_path):
+    from resnet_repro.cli import main
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(PROJECT_PARAMS.read_text())
+    assert main(["recipe", "select", "imagenet", "--params", str(params_file)]) == 0
+    text = params_file.read_text()
+    assert "# The paper's CIFAR-10 recipe (Section 4.2)" in text  # comments kept
+    train = load_params(params_file).train
     assert (train.iterations, train.batch_size, train.lr, train.momentum, train.weight_decay) == \
         (600_000, 256, 0.1, 0.9, 1e-4)
     assert (train.schedule, train.milestones, train.warmup_max_iterations) == ("plateau", [], 0)
+    assert (train.precision, train.log_every) == ("auto", 20)  # not the recipe's: as they were
     schedule = schedule_for(train, 152)
     assert schedule.plateau and not schedule.warming_up and schedule.lr(0) == 0.1
-    # An explicit key wins over the recipe; the others keep the recipe's values.
-    train = parse_params(with_train(raw, recipe="imagenet", lr=0.05, iterations=1000)).train
-    assert (train.lr, train.iterations, train.batch_size) == (0.05, 1000, 256)
-    train = parse_params(with_train(raw, recipe="cifar", batch_size=64)).train
-    assert (train.batch_size, train.iterations) == (64, 64_000)
-    # The recipes are data: every key they set is a field of the train section.
-    for recipe in RECIPES.values():
-        assert set(recipe) <= set(type(train).model_fields)
+    assert main(["recipe", "select", "cifar", "--params", str(params_file)]) == 0
+    assert load_params(params_file).train == load_params(PROJECT_PARAMS).train
+
+
+def test_selecting_a_recipe_leaves_a_broken_params_file_untouched(tmp_path):
+    from resnet_repro.cli import main
+
+    params_file = tmp_path / "params.yaml"
+    broken = PROJECT_PARAMS.read_text().replace("  lr: 0.1\n", "  lr: [0.1\n")
+    params_file.write_text(broken)
+    assert main(["recipe", "select", "imagenet", "--params", str(params_file)]) == 2
+    assert params_file.read_text() == broken
 
 
 @pytest.mark.parametrize("train, message", [
-    ({"recipe": "mnist"}, "params.yaml: train.recipe = 'mnist': must be one of cifar, imagenet"),
-    ({"recipe": "imagenet", "eval_every": 0}, "params.yaml: train.eval_every = 0: the plateau schedule needs"),
+    ({"recipe": "cifar"}, "params.yaml: train.recipe: unknown key"),
+    ({"schedule": "plateau", "eval_every": 0}, "params.yaml: train.eval_every = 0: the plateau schedule needs"),
     ({"schedule": "cosine"}, "params.yaml: train.schedule = 'cosine': "),
     ({"plateau_patience": 0}, "params.yaml: train.plateau_patience = 0: "),
+    ({"iterations": 40_000}, "params.yaml: train.milestones = [32000, 48000]: [48000] not below train.iterations = 40000"),
+    ({"iterations": 300, "milestones": [150], "linear_warmup_iterations": 400},
+     "params.yaml: train.linear_warmup_iterations = 400: longer than train.iterations = 300"),
 ])
 def test_bad_recipe_keys_get_one_line_naming_the_key(raw, train, message):
     with pytest.raises(ConfigError) as error:
         parse_params(with_train(raw, **train), "params.yaml")
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_key_missing_from_params_yaml_is_an_error_not_a_hidden_default(raw):
+    del raw["train"]["milestones"]
+    with pytest.raises(ConfigError, match=r"^params.yaml: train.milestones: required key is missing$"):
+        parse_params(raw, "params.yaml")
 
 
 def test_plateau_divides_by_ten_after_patience_measurements_without_improvement():

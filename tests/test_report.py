@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from projects import params_with
 from resnet_repro.config import Layout, parse_params
 from resnet_repro.data.errors import DataError
 from resnet_repro.io import write_json, write_tsv
@@ -66,11 +67,11 @@ def write_run(layout: Layout, variant: str, seed: int, test_error: float, train_
 
 
 def cifar_params(tmp_path, variants=("plain20", "resnet20"), seeds=(0, 1)):
-    return parse_params({
+    return parse_params(params_with({
         "data": {"dataset": "cifar10", "archive": str(tmp_path / "cifar-10-python.tar.gz")},
-        "train": {"iterations": ITERATIONS},
+        "train": {"iterations": ITERATIONS, "milestones": []},
         "study": {"name": "test-study", "variants": list(variants), "seeds": list(seeds)},
-    })
+    }))
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +190,11 @@ def test_imagenet_study_compares_ten_crop_with_tables_2_and_3(tmp_path, store):
                 "val_ten_crop_top1_error": top1 + shift, "val_ten_crop_top5_error": top5 + shift,
                 "val_multi_scale_top1_error": top1 - 0.01 + shift, "val_multi_scale_top5_error": top5 - 0.01 + shift,
             })
-    params = parse_params({
+    params = parse_params(params_with({
         "data": {"dataset": "imagefolder", "root": str(tmp_path / "photos"), "val_size": 0},
-        "train": {"iterations": ITERATIONS},
+        "train": {"iterations": ITERATIONS, "milestones": []},
         "study": {"variants": ["resnet34", "plain34"], "seeds": [0, 1]},
-    })
+    }))
     write_report(params, layout)
     report = json.loads((layout.reports_dir / "study.json").read_text())
     markdown = (layout.reports_dir / "study.md").read_text()
@@ -225,10 +226,10 @@ def test_plain_vs_residual_compares_the_same_view(tmp_path, store):
         if variant == "plain18":
             evaluation.update(val_ten_crop_top1_error=top1 - 0.02, val_ten_crop_top5_error=0.08)
         write_run(layout, variant, 0, top1, 0.2, layers=16, evaluation=evaluation)
-    params = parse_params({
+    params = parse_params(params_with({
         "data": {"dataset": "imagefolder", "root": str(tmp_path / "photos"), "val_size": 0},
-        "train": {"iterations": ITERATIONS}, "study": {"variants": ["plain18", "resnet18"], "seeds": [0]},
-    })
+        "train": {"iterations": ITERATIONS, "milestones": []}, "study": {"variants": ["plain18", "resnet18"], "seeds": [0]},
+    }))
     rows = {row["variant"]: row for row in write_report(params, layout)}
     assert rows["plain18"]["view"] == "10-crop" and rows["resnet18"]["view"] == "1-crop"
     assert rows["plain18"]["top1_error_std"] is None  # one seed: no spread to report

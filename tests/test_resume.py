@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from projects import prepared_project, write_train_script
+from projects import params_with, prepared_project, write_train_script
 from resnet_repro.config import Layout
 from resnet_repro.data.augment import augmentation_for
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor, save_stats
@@ -29,9 +29,9 @@ TRAIN = {"iterations": ITERATIONS, "batch_size": 16, "milestones": [18], "checkp
 
 
 def params_for(archive: Path, **train) -> dict:
-    return {"data": {"archive": str(archive)}, "loader": {"backend": "torch", "num_workers": 1},
-            "train": {**TRAIN, **train}, "study": {"variants": ["resnet20"]},
-            "mlflow": {"experiment": "resume-test"}}
+    return params_with({"data": {"archive": str(archive)}, "loader": {"backend": "torch", "num_workers": 1},
+                        "train": {**TRAIN, **train}, "study": {"variants": ["resnet20"]},
+                        "mlflow": {"experiment": "resume-test"}})
 
 
 def start(root: Path, params: dict) -> subprocess.Popen:
@@ -123,9 +123,9 @@ def test_torch_backend_data_is_the_same_for_any_worker_count_and_mid_epoch_start
     images, labels = cifar10.train_images[:96], cifar10.train_labels[:96]
     stats = image_stats(images)
     save_stats(tmp_path / "stats.json", stats)
-    from resnet_repro.config import AugmentParams
+    from resnet_repro.config import parse_params
 
-    augmentation = augmentation_for("cifar10", AugmentParams(), stats)
+    augmentation = augmentation_for("cifar10", parse_params(params_with({})).augment, stats)
     mean_image = mean_image_tensor(load_stats(tmp_path / "stats.json"))
 
     def epoch_batches(workers: int, epoch: int, first_batch: int = 0) -> list[torch.Tensor]:

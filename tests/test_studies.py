@@ -40,9 +40,9 @@ def test_select_keeps_comments_and_seeds_and_restores_the_paper_recipe(params_fi
     main(["study", "select", "cifar-paper", "--params", str(params_file)])
     params = load_params(params_file)
     assert params.study.seeds == [0, 1]  # seeds are the user's: kept
-    # The cifar recipe supplies the paper's values again: the CPU study's keys are gone from the file.
+    # The cifar recipe is written back: the paper's values, in the file.
     assert params.train.iterations == 64000 and params.train.milestones == [32000, 48000]
-    assert "iterations" not in yaml.safe_load(params_file.read_text())["train"]
+    assert yaml.safe_load(params_file.read_text())["train"]["iterations"] == 64000
     comments = [line for line in original.splitlines() if line.lstrip().startswith("#")]
     assert [line for line in params_file.read_text().splitlines() if line.lstrip().startswith("#")] == comments
     # Selecting the default study again gives back the committed file, line for line but for seeds.
@@ -56,10 +56,18 @@ def test_refused_selection_leaves_the_file_as_it_was(params_file, capsys):
     assert "has no data.root: pass --root DIR" in capsys.readouterr().err
     assert main(["study", "select", "cifar-deep", "--params", str(params_file)]) == 2
     assert "no study named 'cifar-deep'; the studies are: cifar-paper" in capsys.readouterr().err
-    params_file.write_text(before.replace("log_every: 20", "log_every: -1"))
+    # A value the study does not set stays, so a bad one makes the result invalid: refused, file kept.
+    broken = before.replace("num_workers: 2", "num_workers: -1")
+    params_file.write_text(broken)
     assert main(["study", "select", "cifar-depth", "--params", str(params_file)]) == 2
-    assert "train.log_every = -1" in capsys.readouterr().err
-    assert params_file.read_text() == before.replace("log_every: 20", "log_every: -1")
+    assert "loader.num_workers = -1" in capsys.readouterr().err
+    assert params_file.read_text() == broken
+    # A file that is not YAML is never rewritten.
+    broken = before.replace("  lr: 0.1\n", "  lr: [0.1\n")
+    params_file.write_text(broken)
+    assert main(["study", "select", "cifar-depth", "--params", str(params_file)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert params_file.read_text() == broken
 
 
 def test_dvc_matrix_holds_exactly_the_selected_study(tmp_path):

@@ -315,6 +315,68 @@ def test_register_refuses_metrics_without_the_champion_metric(store, run_id, tra
         register_model(store, run_id, trained.directory, NAME, {"test_error": 0.1}, TAGS)
 
 
+@pytest.fixture
+def ended_an_hour_ago(store, run_id) -> str:
+    """The id of a FINISHED run whose training started two hours ago and ended one hour ago."""
+    client = MlflowClient(store)
+    now = int(time.time() * 1000)
+    started = client.create_run(client.get_run(run_id).info.experiment_id, start_time=now - 7_200_000,
+                                run_name="resnet20 seed 1")
+    client.set_terminated(started.info.run_id, status="FINISHED", end_time=now - 3_600_000)
+    return started.info.run_id
+
+
+def test_registering_leaves_the_runs_start_end_and_status_as_training_left_them(store, trained, ended_an_hour_ago):
+    client = MlflowClient(store)
+    before = client.get_run(ended_an_hour_ago).info
+
+    register_model(store, ended_an_hour_ago, trained.directory, "cifar10-timed", {"test_top1_error": 0.1}, TAGS)
+
+    after = client.get_run(ended_an_hour_ago)
+    assert (after.info.start_time, after.info.end_time, after.info.status) == \
+        (before.start_time, before.end_time, "FINISHED")
+    assert len(after.outputs.model_outputs) == 1  # the model was logged to this run
+
+
+def test_a_registration_that_fails_also_leaves_the_run_as_it_was(store, trained, ended_an_hour_ago, monkeypatch):
+    def failing_log_model(**_):
+        raise OSError("artifact store full")
+
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", failing_log_model)
+    client = MlflowClient(store)
+    before = client.get_run(ended_an_hour_ago).info
+
+    with pytest.raises(OSError, match="artifact store full"):
+        register_model(store, ended_an_hour_ago, trained.directory, "cifar10-failed", {"test_top1_error": 0.1}, TAGS)
+
+    after = client.get_run(ended_an_hour_ago).info
+    assert (after.end_time, after.status) == (before.end_time, "FINISHED")
+
+
+def test_a_run_that_has_not_ended_is_not_registered(store, trained):
+    with TrainingRun.start(store, EXPERIMENT, "still training", PARAMS, TAGS) as run:
+        with pytest.raises(ValueError, match=f"MLflow run {run.run_id} has not ended \\(status RUNNING\\)"):
+            register_model(store, run.run_id, trained.directory, "cifar10-early", {"test_top1_error": 0.1}, TAGS)
+
+
+def test_results_added_to_a_finished_run_leave_its_end_and_status(store, ended_an_hour_ago):
+    client = MlflowClient(store)
+    before = client.get_run(ended_an_hour_ago).info
+
+    # As the evaluate stage adds its errors to the training's run; a failure there is not the training's.
+    with TrainingRun.start(store, EXPERIMENT, "resnet20 seed 1", {}, {}, resume_run_id=ended_an_hour_ago) as run:
+        run.log_metrics({"test_top1_error": 0.1}, step=100)
+    with pytest.raises(RuntimeError), \
+            TrainingRun.start(store, EXPERIMENT, "resnet20 seed 1", {}, {}, resume_run_id=ended_an_hour_ago) as run:
+        run.log_metrics({"test_top5_error": 0.01}, step=100)
+        raise RuntimeError("evaluation failed")
+
+    after = client.get_run(ended_an_hour_ago)
+    assert (after.info.end_time, after.info.status) == (before.end_time, "FINISHED")
+    assert "failure_reason" not in after.data.tags
+    assert after.data.metrics == {"test_top1_error": 0.1, "test_top5_error": 0.01}
+
+
 def test_predict_command_prints_a_class_per_image(registered, images, cifar10, tmp_path, capsys, caplog):
     exact = tmp_path / "exact.png"
     Image.fromarray(images[0]).save(exact)

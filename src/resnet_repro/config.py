@@ -1,5 +1,10 @@
 """The typed schema of params.yaml: the one place that reads it.
 
+params.yaml is the whole truth: every key a stage uses is written there (so that `dvc exp run -S`,
+`dvc params diff` and `dvc exp show` see it), and this schema has no defaults of its own: a missing
+key is an error. The paper's recipes are written into the file by `resnet-repro recipe select` or
+`resnet-repro study select` (train/recipe.py, studies.py), never filled in at run time.
+
 Every stage calls `load_params()` before any work starts. A bad file stops the stage with a single
 `ConfigError` line that names the key path and the offending value, e.g.
 ``params.yaml: train.lr = -0.1: must be > 0``.
@@ -30,23 +35,19 @@ class Section(BaseModel):
 
 class DataParams(Section):
     # cifar10: the CIFAR-10 python archive. imagefolder: `root` holds train/<class>/* and val/<class>/*.
-    dataset: Literal["cifar10", "imagefolder"] = "cifar10"
-    archive: str | None = None
-    root: str | None = None
-    subset: PositiveInt | None = None
-    val_size: NonNegativeInt = 5000
-    split_seed: NonNegativeInt = 0
+    dataset: Literal["cifar10", "imagefolder"]
+    archive: str | None
+    root: str | None
+    subset: PositiveInt | None
+    val_size: NonNegativeInt
+    split_seed: NonNegativeInt
     # Image folders: the prepare stage fails when more than this fraction of the files is unreadable.
-    max_bad_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_bad_fraction: Annotated[float, Field(ge=0, le=1)]
     # Image folders in FFCV: longest side capped at max_resolution, each image stored as JPEG with this
     # probability (else raw pixels), at this quality.
-    max_resolution: PositiveInt = 512
-    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
-    compress_probability: Annotated[float, Field(ge=0, le=1)] = 1.0
-
-    @property
-    def archive_is_url(self) -> bool:
-        return self.archive is not None and self.archive.startswith(("http://", "https://"))
+    max_resolution: PositiveInt
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)]
+    compress_probability: Annotated[float, Field(ge=0, le=1)]
 
     @model_validator(mode="after")
     def _source_given(self) -> "DataParams":
@@ -76,30 +77,30 @@ class DataParams(Section):
 
 class LoaderParams(Section):
     # ffcv: the fast default. torch: a PyTorch DataLoader with albumentations, where FFCV cannot be built.
-    backend: Literal["ffcv", "torch"] = "ffcv"
-    num_workers: PositiveInt = 2
+    backend: Literal["ffcv", "torch"]
+    num_workers: PositiveInt
 
 
 class AugmentParams(Section):
     """Training augmentation and evaluation views; both loader backends give each key the same meaning."""
 
     # CIFAR (the paper): zero-pad by crop_padding pixels, random crop back to 32x32.
-    crop_padding: NonNegativeInt = 4
-    flip: bool = True
+    crop_padding: NonNegativeInt
+    flip: bool
     # Image folders (the paper's scale augmentation): shorter side resized to a random size in
     # scale_range, then a random crop_size square.
-    scale_range: tuple[PositiveInt, PositiveInt] = (256, 480)
-    crop_size: PositiveInt = 224
+    scale_range: tuple[PositiveInt, PositiveInt]
+    crop_size: PositiveInt
     # fb.resnet.torch colour jitter: brightness, contrast and saturation each by 1 + U(-j, j); 0 is off.
-    color_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    color_jitter: Annotated[float, Field(ge=0, lt=1)]
     # AlexNet PCA lighting noise, alpha ~ N(0, lighting_std) per component (the paper: 0.1); 0 is off.
     # Eigen-decomposition from the training set's stats.json, or fb.resnet.torch's ImageNet constants.
-    lighting_std: Annotated[float, Field(ge=0)] = 0.0
-    lighting_eigen: Literal["dataset", "imagenet"] = "dataset"
+    lighting_std: Annotated[float, Field(ge=0)]
+    lighting_eigen: Literal["dataset", "imagenet"]
     # Evaluation on image folders: shorter side resized to eval_resize, centre or 10 crops of crop_size;
     # multi-scale testing averages the fully-convolutional scores over these shorter sides.
-    eval_resize: PositiveInt = 256
-    test_scales: Annotated[list[PositiveInt], Field(min_length=1)] = [224, 256, 384, 480, 640]
+    eval_resize: PositiveInt
+    test_scales: Annotated[list[PositiveInt], Field(min_length=1)]
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> "AugmentParams":
@@ -113,11 +114,8 @@ class AugmentParams(Section):
 
 
 class TrainParams(Section):
-    """Training. `recipe` fills in every key of RECIPES[recipe] (train/recipe.py: the paper's CIFAR or
-    ImageNet recipe) that the section leaves out; a key written in params.yaml wins."""
+    """Training: the recipe (the paper's, as `resnet-repro recipe select` writes it) and the speed paths."""
 
-    recipe: Literal["cifar", "imagenet"] = "cifar"
-    # Set by the recipe unless given.
     iterations: PositiveInt
     batch_size: PositiveInt
     lr: Annotated[float, Field(gt=0)]
@@ -131,43 +129,30 @@ class TrainParams(Section):
     warmup_min_depth: PositiveInt
     warmup_max_iterations: NonNegativeInt
     eval_every: NonNegativeInt
-    # The same for every recipe.
-    plateau_patience: PositiveInt = 5
-    plateau_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.002
-    warmup_lr: Annotated[float, Field(gt=0)] = 0.01
-    warmup_until_error: Probability = 0.8
+    plateau_patience: PositiveInt
+    plateau_threshold: Annotated[float, Field(ge=0, lt=1)]
+    warmup_lr: Annotated[float, Field(gt=0)]
+    warmup_until_error: Probability
     # Not the paper's: the lr of every net rises linearly from lr / n to lr over the first n iterations
     # (Goyal et al. 2017's gradual warm-up); 0 for none.
-    linear_warmup_iterations: NonNegativeInt = 0
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    device: str = "auto"
+    linear_warmup_iterations: NonNegativeInt
+    precision: Literal["auto", "bf16", "fp16", "fp32"]
+    device: str
     # Data-parallel processes (DDP through torchrun): GPUs of this node, or CPU processes. The global
     # batch stays batch_size, split evenly between them, so the recipe needs no scaling.
-    nproc: PositiveInt = 1
-    checkpoint_every: PositiveInt = 500
-    checkpoint_seconds: Annotated[float, Field(gt=0)] = 60.0
-    log_every: PositiveInt = 20
+    nproc: PositiveInt
+    checkpoint_every: PositiveInt
+    checkpoint_seconds: Annotated[float, Field(gt=0)]
+    log_every: PositiveInt
     # Bit-identical results for identical inputs (torch.use_deterministic_algorithms, cuDNN
     # deterministic, no autotuning): a resumed run then ends exactly as an uninterrupted one would.
-    deterministic: bool = False
+    deterministic: bool
     # Speed paths: NHWC activations, torch.compile ("auto": on CUDA only), cuDNN autotuning.
-    channels_last: bool = True
-    compile: Literal["auto", True, False] = "auto"
-    cudnn_benchmark: bool = True
+    channels_last: bool
+    compile: Literal["auto", True, False]
+    cudnn_benchmark: bool
     # true: no weight decay on BN scales/shifts and biases (a common modern choice); the paper decays all.
-    no_weight_decay_on_bn_and_bias: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recipe_defaults(cls, data: Any) -> Any:
-        from resnet_repro.train.recipe import RECIPES
-
-        if not isinstance(data, dict):
-            return data
-        recipe = data.get("recipe", "cifar")
-        if recipe not in RECIPES:
-            raise ValueError(f"train.recipe = {recipe!r}: must be one of {', '.join(RECIPES)}")
-        return {**RECIPES[recipe], **data}
+    no_weight_decay_on_bn_and_bias: bool
 
     @field_validator("milestones")
     @classmethod
@@ -191,6 +176,17 @@ class TrainParams(Section):
         return self
 
     @model_validator(mode="after")
+    def _schedule_fits_the_run(self) -> "TrainParams":
+        beyond = [milestone for milestone in self.milestones if milestone >= self.iterations]
+        if beyond:
+            raise ValueError(f"train.milestones = {self.milestones}: {beyond} not below train.iterations = "
+                             f"{self.iterations} (the lr would never drop there)")
+        if self.linear_warmup_iterations > self.iterations:
+            raise ValueError(f"train.linear_warmup_iterations = {self.linear_warmup_iterations}: longer than "
+                             f"train.iterations = {self.iterations}")
+        return self
+
+    @model_validator(mode="after")
     def _plateau_is_measured(self) -> "TrainParams":
         if self.schedule == "plateau" and not self.eval_every:
             raise ValueError("train.eval_every = 0: the plateau schedule needs the validation error measured "
@@ -199,11 +195,11 @@ class TrainParams(Section):
 
 
 class EvaluateParams(Section):
-    batch_size: PositiveInt = 500
+    batch_size: PositiveInt
     # center: each image once (CIFAR: the 32x32 image; image folders: the centre crop). Image folders
     # may add the paper's ImageNet testing: ten_crop (corners, centre and their flips, softmax averaged)
     # and multi_scale (the whole image at each of augment.test_scales, scores averaged).
-    views: Annotated[list[Literal["center", "ten_crop", "multi_scale"]], Field(min_length=1)] = ["center"]
+    views: Annotated[list[Literal["center", "ten_crop", "multi_scale"]], Field(min_length=1)]
 
     @field_validator("views")
     @classmethod
@@ -215,9 +211,9 @@ class EvaluateParams(Section):
 
 
 class StudyParams(Section):
-    name: str = "cifar-paper"
+    name: str
     variants: Annotated[list[str], Field(min_length=1)]
-    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0]
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)]
 
     @field_validator("variants")
     @classmethod
@@ -239,18 +235,18 @@ class StudyParams(Section):
 
 
 class MlflowParams(Section):
-    tracking_uri: str | None = None
-    experiment: str = "resnet-repro-cifar10"
+    tracking_uri: str | None
+    experiment: str
 
 
 class Params(Section):
     data: DataParams
-    loader: LoaderParams = LoaderParams()
-    augment: AugmentParams = AugmentParams()
+    loader: LoaderParams
+    augment: AugmentParams
     train: TrainParams
-    evaluate: EvaluateParams = EvaluateParams()
+    evaluate: EvaluateParams
     study: StudyParams
-    mlflow: MlflowParams = MlflowParams()
+    mlflow: MlflowParams
 
     @model_validator(mode="after")
     def _views_fit_dataset(self) -> "Params":
@@ -300,12 +296,8 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return parse_params(raw, source=str(path))
 
 
-UNSET = object()  # update_params_file: remove the key, so that its default (or the recipe's) applies
-
-
 def update_params_file(path: Path | str, changes: dict[str, Any]) -> Params:
-    """Set dotted keys ({"train.lr": 0.05}) in the params file at `path`, keeping its comments and order;
-    a key set to UNSET is removed.
+    """Set dotted keys ({"train.lr": 0.05}) in the params file at `path`, keeping its comments and order.
 
     The result is validated before the file is replaced (atomically), so a bad change leaves it as it was.
     """
@@ -317,19 +309,23 @@ def update_params_file(path: Path | str, changes: dict[str, Any]) -> Params:
     from resnet_repro.io import atomic_write
 
     path = Path(path)
-    load_params(path)  # the file as it is must be readable and valid first
+    text = path.read_text() if path.exists() else None
+    if text is None:
+        raise ConfigError(f"{path}: no such file (run from the project root, or pass the file)")
+    try:  # a file that is not YAML stays as it is: a round trip would keep only what it understood
+        yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML, left unchanged: {error}") from None
     round_trip = YAML()
     round_trip.width = 120
     # Keep the file's style: `null` spelled out, lists on one line.
     round_trip.representer.add_representer(
         type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
-    document = round_trip.load(path.read_text())
+    document = round_trip.load(text)
     for dotted, value in changes.items():
         section, key = dotted.split(".")
         mapping = document.setdefault(section, {})
-        if value is UNSET:
-            mapping.pop(key, None)
-        elif isinstance(value, (list, tuple)) and isinstance(mapping.get(key), list):
+        if isinstance(value, (list, tuple)) and isinstance(mapping.get(key), list):
             mapping[key][:] = list(value)  # in place: a comment or blank line after the list stays
         elif isinstance(value, (list, tuple)):
             mapping[key] = CommentedSeq(value)

@@ -1,6 +1,6 @@
 """The paper's numbers, as data, with the table or figure each comes from (He et al., 2015).
 
-Only what the paper states (as summarised in PAPER.md); the report prints these beside the measured
+Only what the paper states (its tables and figures); the report prints these beside the measured
 numbers.
 """
 
@@ -31,16 +31,6 @@ CIFAR10 = {
                      resnet_mean_error=6.61, resnet_std_error=0.16, plain_fails=True),
     1202: CifarResult(1202, 19.4, 7.93, None, "training error below 0.1%, overfits"),
 }
-
-# The CIFAR-10 recipe of Section 4.2.
-CIFAR10_RECIPE = {"iterations": 64_000, "milestones": [32_000, 48_000], "batch_size": 128, "lr": 0.1,
-                  "momentum": 0.9, "weight_decay": 1e-4, "warmup_lr": 0.01, "warmup_until_error": 0.8}
-
-# The ImageNet recipe of Section 3.4: batch 256, lr 0.1 divided by 10 on plateaus, up to 60e4 iterations.
-IMAGENET_RECIPE = {"iterations": 600_000, "batch_size": 256, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
-
-# Table 1: multiply-adds of the ImageNet nets (stride on the bottleneck's first 1x1, "v1").
-IMAGENET_FLOPS = {18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
 
 # Tables 2-4: ImageNet 10-crop validation error, percent (top-1, top-5; None where not given).
 IMAGENET_10CROP = {

@@ -13,7 +13,8 @@ from resnet_repro import models
 from resnet_repro.config import Layout, Params
 from resnet_repro.io import atomic_write, staged_directory, write_json
 from resnet_repro.report import figures
-from resnet_repro.report.paper import CIFAR10, CIFAR10_RECIPE, IMAGENET_10CROP, IMAGENET_10CROP_SOURCE, IMAGENET_RECIPE
+from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP, IMAGENET_10CROP_SOURCE
+from resnet_repro.train.recipe import RECIPES
 from resnet_repro.tracking.runs import log_to_study_run, resolve_tracking_uri
 from resnet_repro.report.runs import VIEWS, Run, label, mean_std, read_run, sort_key
 
@@ -207,7 +208,7 @@ def _name(row: dict) -> str:
 
 
 def _cifar_table(rows: list[dict]) -> list[str]:
-    paper_iterations = CIFAR10_RECIPE["iterations"]
+    paper_iterations = RECIPES["cifar"]["iterations"]
     lines = [
         "## CIFAR-10: Table 6 (ResNets) and Figure 6 (plain nets)",
         "",
@@ -244,7 +245,7 @@ def _view_text(view: str, params: Params) -> str:
 
 
 def _imagenet_table(rows: list[dict], params: Params) -> list[str]:
-    paper_iterations = IMAGENET_RECIPE["iterations"]
+    paper_iterations = RECIPES["imagenet"]["iterations"]
     lines = [
         "## ImageNet: Tables 2 and 3 (10-crop validation error)",
         "",
@@ -276,7 +277,7 @@ def _imagenet_table(rows: list[dict], params: Params) -> list[str]:
         notes.append(f"No 10-crop number in the paper for {missing}; it reports {reported} "
                      "(its ResNet-18 is `resnet18-a`, shortcut option A).")
     if any(row["iterations"] != [paper_iterations] for row in rows):
-        notes.append(f"The paper trains up to {paper_iterations:,} iterations of batch {IMAGENET_RECIPE['batch_size']}; "
+        notes.append(f"The paper trains up to {paper_iterations:,} iterations of batch {RECIPES['imagenet']['batch_size']}; "
                      "shorter runs are not expected to reach its errors.")
     lines += [""] + [f"- {note}" for note in notes] if notes else []
     if any(len(row["views"]) > 1 for row in rows):

@@ -27,6 +27,7 @@ import mlflow
 import numpy as np
 import torch
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as tracking_utils
@@ -75,12 +76,12 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
                    metrics: dict[str, float], tags: dict[str, object]) -> dict:
     """Log the trained model in `model_dir` to run `run_id` and make it a new version of `registered_name`.
 
-    The version is tagged with `tags`, `metrics`, the arch and the sha256 of the four files. `tags` should
-    carry `git_commit` and `data_version` (DVC's hash of the data): the card's lineage names them. `champion`
+    `run_id` is the finished training's run: its status and end time stay as the training left them. The
+    version is tagged with `tags`, `metrics`, the arch and the sha256 of the four files. `tags` should carry
+    `git_commit` and `data_version` (DVC's hash of the data): the card's lineage names them. `champion`
     moves to it if its held-out error (the first of CHAMPION_METRICS in `metrics`) is the lowest of all
-    versions. Returns what the
-    register stage records: name, version, aliases (including `latest`, which MLflow keeps for itself),
-    run_id, model_uri and champion_version.
+    versions. Returns what the register stage records: name, version, aliases (including `latest`, which
+    MLflow keeps for itself), run_id, model_uri and champion_version.
     """
     champion_metric = next((key for key in CHAMPION_METRICS if key in metrics), None)
     if champion_metric is None:
@@ -90,9 +91,13 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
     description = json.loads((model_dir / DESCRIPTION).read_text())
     verify(model_dir, description)  # never publish a changed or damaged file
     client = connect(tracking_uri)
+    training = client.get_run(run_id)
+    if training.info.end_time is None:
+        raise ValueError(f"MLflow run {run_id} has not ended (status {training.info.status}): only a finished "
+                         "training's model can be registered")
     card = {**description, "registered_name": registered_name,
             "lineage": {"git_commit": tags.get("git_commit"), "data_version": tags.get("data_version"),
-                        "mlflow_run_id": run_id, "params": client.get_run(run_id).data.params,
+                        "mlflow_run_id": run_id, "params": training.data.params,
                         "metrics": metrics, "tags": tags}}
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -102,7 +107,7 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
         hashes = {SHA256_TAGS[name]: file_sha256(path) for name, path in files.items()}
         version_tags = {**tags, **metrics, "arch": description["arch"], **hashes}
         with _default_tracking_uri(tracking_uri):
-            with mlflow.start_run(run_id=run_id), _quiet_signature_warning():
+            with _ended_as_before(client, training), mlflow.start_run(run_id=run_id), _quiet_signature_warning():
                 logged = mlflow.pyfunc.log_model(
                     name=LOGGED_MODEL_NAME, python_model=str(PYFUNC_MODEL_CODE),
                     artifacts={name: str(path) for name, path in files.items()},
@@ -205,6 +210,21 @@ def _default_tracking_uri(tracking_uri: str) -> Iterator[None]:
             os.environ.pop(TRACKING_URI_ENV, None)
         else:
             os.environ[TRACKING_URI_ENV] = saved_env
+
+
+@contextmanager
+def _ended_as_before(client: MlflowClient, run: Run) -> Iterator[None]:
+    """Give `run` back its status and end time when the block ends, however it ends.
+
+    MLflow logs a model only to an active run, so logging one reopens the run, and closing it again would
+    set its end time to now: the run's duration in MLflow would run up to the registration, not the
+    training. (pyfunc.log_model takes no run id, and creating the logged model by hand to avoid the
+    reopening would leave the model's MLmodel file without its run.)
+    """
+    try:
+        yield
+    finally:
+        client.set_terminated(run.info.run_id, status=run.info.status, end_time=run.info.end_time)
 
 
 @contextmanager

@@ -6,6 +6,8 @@
 
 Leaving the block ends the run FINISHED, or FAILED with the exception recorded as a tag (KILLED for an
 exception whose class says `run_status = "KILLED"`: a training stopped by a signal, to be resumed).
+A run that has already FINISHED can be started again to add later results (the evaluation's metrics):
+it is not reopened, so its status and end time, and with them its duration in MLflow, stay the training's.
 
 A new run whose tags name a `study` is nested under that study's parent run (one per study and
 experiment, created by the first of its runs), so the MLflow UI lists a study's runs together;
@@ -128,10 +130,11 @@ class TrainingRun:
     """
 
     def __init__(self, client: MlflowClient, run_id: str, steps_already_logged: dict[str, int],
-                 flush_seconds: float):
+                 flush_seconds: float, training_finished: bool = False):
         self.client = client
         self.run_id = run_id
         self._steps_already_logged = steps_already_logged
+        self._training_finished = training_finished  # then `end` leaves the status and end time alone
         self._flush_seconds = flush_seconds
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
@@ -143,9 +146,11 @@ class TrainingRun:
         """Create a run in `experiment`, or reopen `resume_run_id`, then log `params` and `tags`.
 
         Nested params are flattened to dotted keys; tags whose value is None are left out. A resumed run
-        keeps its id and ignores metrics for steps it already holds, so curves are not duplicated.
+        keeps its id and ignores metrics for steps it already holds, so curves are not duplicated. A
+        resumed run that FINISHED stays FINISHED, with its end time, whatever happens in the block.
         """
         client = connect(tracking_uri)
+        training_finished = False
         if resume_run_id is None:
             experiment_id = _experiment_id(client, experiment)
             nesting = {}
@@ -158,10 +163,12 @@ class TrainingRun:
             resumed = _existing_run(client, run_id, tracking_uri)
             steps_already_logged = {name: max(metric.step for metric in client.get_metric_history(run_id, name))
                                     for name in resumed.data.metrics}
-            if FAILURE_REASON_TAG in resumed.data.tags:  # the interruption it records is over
-                client.delete_tag(run_id, FAILURE_REASON_TAG)
-            client.update_run(run_id, status="RUNNING")
-        run = cls(client, run_id, steps_already_logged, flush_seconds)
+            training_finished = resumed.info.status == "FINISHED"
+            if not training_finished:  # an interrupted training goes on
+                if FAILURE_REASON_TAG in resumed.data.tags:  # the interruption it records is over
+                    client.delete_tag(run_id, FAILURE_REASON_TAG)
+                client.update_run(run_id, status="RUNNING")
+        run = cls(client, run_id, steps_already_logged, flush_seconds, training_finished)
         run._log_params_and_tags(flatten_params(params), tags)
         return run
 
@@ -194,13 +201,18 @@ class TrainingRun:
         self.client.log_artifact(self.run_id, str(path))
 
     def end(self, status: str = "FINISHED", reason: str | None = None) -> None:
-        """Flush, record `reason` (for a FAILED run) as the failure_reason tag, and close the run. Idempotent."""
+        """Flush, record `reason` (for a FAILED run) as the failure_reason tag, and close the run. Idempotent.
+
+        A run whose training had finished before it was started again only takes the buffered metrics:
+        what fails after the training (an evaluation) is not the training's status.
+        """
         if self._ended:
             return
         self.flush()
-        if reason is not None:
-            self.client.set_tag(self.run_id, FAILURE_REASON_TAG, reason[:MAX_TAG_VAL_LENGTH])
-        self.client.set_terminated(self.run_id, status=status)
+        if not self._training_finished:
+            if reason is not None:
+                self.client.set_tag(self.run_id, FAILURE_REASON_TAG, reason[:MAX_TAG_VAL_LENGTH])
+            self.client.set_terminated(self.run_id, status=status)
         self._ended = True
 
     def __enter__(self) -> "TrainingRun":

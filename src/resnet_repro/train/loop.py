@@ -247,9 +247,12 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
             progress.update()
 
             is_last = iteration == settings.iterations
+            wants_eval = settings.eval_every and iteration % settings.eval_every == 0
             # A single process stops at any step; processes stop together, at a step where they agree.
             must_stop = stop_requested.is_set() and not processes.distributed
-            if iteration % settings.log_every == 0 or is_last:
+            # An evaluation closes the logging window too, so that its row of the error curve has the
+            # training error of the iterations since the last one, whatever log_every is.
+            if iteration % settings.log_every == 0 or is_last or wants_eval:
                 # The only host-device synchronisation of the loop (and exchange between processes).
                 must_stop = window.add_other_processes(processes, stop_requested.is_set())
                 loss_value = window.loss.item() / window.images
@@ -272,7 +275,6 @@ def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, 
                                f"lr back to {schedule.lr(iteration):g}")
                 window = _Window(device)
 
-            wants_eval = settings.eval_every and iteration % settings.eval_every == 0
             if wants_eval or is_last:
                 window.pause()
                 if measure_validation_error is not None and wants_eval:

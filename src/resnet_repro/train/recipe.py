@@ -6,8 +6,8 @@ deepest nets (110 and 1202 layers) first train at 0.01 "until the training error
 ImageNet (Section 3.4): batch 256, lr 0.1, "divided by 10 when the error plateaus", up to 60e4
 iterations, weight decay 1e-4, momentum 0.9.
 
-`train.recipe` in params.yaml picks one; every key it sets is a default that an explicit key of the
-train section overrides (config.TrainParams). The paper does not say how a plateau is detected: here
+`resnet-repro recipe select NAME` writes one into params.yaml's train section, where every value then
+lives (and `dvc exp run -S train.lr=0.05` changes one). The paper does not say how a plateau is detected: here
 the validation error, measured every eval_every iterations, has plateaued when it has not improved by
 `plateau_threshold` for `plateau_patience` measurements in a row. Not the paper's: an optional linear
 ramp of the lr over the first `linear_warmup_iterations` (Goyal et al. 2017's gradual warm-up), which
@@ -19,15 +19,27 @@ small object with state that the checkpoint saves and restores.
 import math
 from dataclasses import asdict, dataclass
 
+# Every key of params.yaml's train section that a recipe decides. `resnet-repro recipe select NAME`
+# (and `resnet-repro study select`) writes them into params.yaml; from then on the file is the truth.
 RECIPES: dict[str, dict] = {
     "cifar": {"iterations": 64_000, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
-              "schedule": "steps", "milestones": [32_000, 48_000], "lr_decay": 0.1,
-              "warmup_min_depth": 110, "warmup_max_iterations": 4000, "eval_every": 2000},
+              "schedule": "steps", "milestones": [32_000, 48_000], "lr_decay": 0.1, "eval_every": 2000,
+              # ResNet-110 (and deeper) first trains at 0.01 until the training error is below 80%.
+              "warmup_min_depth": 110, "warmup_lr": 0.01, "warmup_until_error": 0.8, "warmup_max_iterations": 4000,
+              "linear_warmup_iterations": 0, "plateau_patience": 5, "plateau_threshold": 0.002},
     # About one evaluation per epoch of ImageNet's 1.28M images; no warm-up.
     "imagenet": {"iterations": 600_000, "batch_size": 256, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
-                 "schedule": "plateau", "milestones": [], "lr_decay": 0.1,
-                 "warmup_min_depth": 110, "warmup_max_iterations": 0, "eval_every": 5000},
+                 "schedule": "plateau", "milestones": [], "lr_decay": 0.1, "eval_every": 5000,
+                 "warmup_min_depth": 110, "warmup_lr": 0.01, "warmup_until_error": 0.8, "warmup_max_iterations": 0,
+                 "linear_warmup_iterations": 0, "plateau_patience": 5, "plateau_threshold": 0.002},
 }
+
+
+def recipe_settings(name: str) -> dict:
+    """The recipe as dotted params keys ({"train.lr": 0.1, ...}), ready for config.update_params_file."""
+    if name not in RECIPES:
+        raise LookupError(f"no recipe named {name!r}; the recipes are: {', '.join(RECIPES)}")
+    return {f"train.{key}": value for key, value in RECIPES[name].items()}
 
 
 @dataclass
@@ -90,7 +102,7 @@ class PaperSchedule:
 
 
 def schedule_for(train_params, depth: int) -> PaperSchedule:
-    """The schedule of `train_params` (config.TrainParams, its recipe applied) for a net of `depth` layers."""
+    """The schedule of `train_params` (config.TrainParams) for a net of `depth` layers."""
     needs_warmup = depth >= train_params.warmup_min_depth and train_params.warmup_max_iterations > 0
     return PaperSchedule(
         base_lr=train_params.lr,

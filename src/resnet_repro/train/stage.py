@@ -1,4 +1,4 @@
-"""The train@<variant> stage: one net, one seed, the recipe of params.yaml (train.recipe), one MLflow run.
+"""The train@<variant> stage: one net, one seed, the train section of params.yaml, one MLflow run.
 
 Run by torchrun (resnet_repro.train.distributed), each process calls `train_variant`; rank 0 alone
 writes.
@@ -133,16 +133,18 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
             print(f"{checkpoint_path} {why}: training from scratch", flush=True)
         resume = None
 
-    tags = {"variant": variant, "family": spec.family, "depth": spec.depth, "shortcut": spec.shortcut,
-            "seed": seed, "dataset": params.data.dataset, "git_commit": git_commit(layout.root),
-            "data_version": layout.data_version(), "study": params.study.name, "device": device.type,
-            "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
+    # The net is logged as params too (model.variant, model.family, model.depth): MLflow's compare view
+    # plots params and metrics, not tags, and the study asks how test error goes with depth in each family.
+    net = {"variant": variant, "family": spec.family, "depth": spec.depth}
+    tags = {**net, "shortcut": spec.shortcut, "seed": seed, "dataset": params.data.dataset,
+            "git_commit": git_commit(layout.root), "data_version": layout.data_version(), "study": params.study.name,
+            "device": device.type, "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
             "processes": processes.world_size}
     run_context = _NotLogged()
     if processes.is_main:
         run_context = TrainingRun.start(
             resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
-            run_name=f"{variant} seed {seed}", params=params.model_dump(), tags=tags,
+            run_name=f"{variant} seed {seed}", params={"model": net, **params.model_dump()}, tags=tags,
             resume_run_id=resume["mlflow_run_id"] if resume else None)
     with run_context as run:
         def checkpoint(state: dict) -> None:  # called on rank 0 only

@@ -1,0 +1,182 @@
+"""The front door: every command README.md and scripts/ give a user, run as written.
+
+The README's main job (`scripts/cpu-study.sh`) and the degradation study (`scripts/cpu-degradation.sh`)
+run in fresh copies of the repository at a reduced scale through their own environment variables.
+Every command of README.md's bash blocks is either run here (`dvc exp run` and `dvc repro` with
+`--dry`, since they would train for hours) or named with the test that covers it; a new command
+that is neither fails `test_every_readme_command_is_run_or_covered`, so the README cannot drift.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from projects import REPOSITORY, VENV_BIN, copy_repository, run
+from resnet_repro.config import parse_params
+
+pytestmark = pytest.mark.pipeline
+
+README = REPOSITORY / "README.md"
+
+# Commands the tests here do not run, each with what covers it instead.
+COVERED_ELSEWHERE = {
+    r"^bash scripts/setup\.sh": ".ci/run runs it on a fresh machine before the tests",
+    r"^\.venv/bin/python -m pytest": ".ci/run runs the README's test command",
+    r"^source \.venv/bin/activate": "the tests run with this venv's tools first on PATH",
+    r"^mlflow ui ": "scripts/check_mlflow_ui.py serves the same store with `mlflow server` (this module)",
+    r"^export MLFLOW_TRACKING_URI=sqlite": "tests/test_serving.py serves a registered model",
+    r"^mlflow models serve ": "tests/test_serving.py",
+    r"^curl ": "tests/test_serving.py posts the same three kinds of input",
+    r"^sudo ": "tests/test_postgres.py starts its own PostgreSQL cluster",
+    r"^mlflow server --backend-store-uri postgresql": "tests/test_postgres.py",
+    r"^export MLFLOW_TRACKING_URI=http": "tests/test_postgres.py",
+    r"^pip install \"dvc\[": "needs a cloud bucket; the local remote is tested in tests/test_pipeline.py",
+    r"^dvc remote (add|modify) ": "needs a cloud bucket; the local remote is tested in tests/test_pipeline.py",
+    r"^dvc artifacts get ": "needs a git server with GTO tags",
+}
+SCRIPTS = {
+    r"^bash scripts/cpu-study\.sh$": "test_cpu_study_script_ends_with_both_models_registered",
+    r"^bash scripts/cpu-degradation\.sh$": "test_cpu_degradation_script_at_smoke_scale",
+}
+# dvc commands that would train: run with --dry (and --force: DVC 3.67.1's dry run cannot hash the
+# outputs of stages that have not run yet, DVC issue 9818, which every stage of a fresh clone is).
+DRY = r"^dvc (repro|exp run)\b"
+# Run as written in the project the main job left behind.
+AS_WRITTEN = r"^(dvc (metrics show|plots show|exp show|params diff)|resnet-repro )"
+
+
+def readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of README.md's bash blocks: continuation lines joined, comments removed."""
+    commands = []
+    for block in readme_blocks("bash"):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s+#\s.*$", "", command).strip()
+            if command and not command.startswith("#"):
+                commands += [re.sub(r"\s+", " ", part).strip() for part in command.split(" && ")]
+    return commands
+
+
+def commands_matching(pattern: str) -> list[str]:
+    return [command for command in readme_commands() if re.search(pattern, command)]
+
+
+def test_every_readme_command_is_run_or_covered():
+    patterns = [*COVERED_ELSEWHERE, *SCRIPTS, DRY, AS_WRITTEN]
+    uncovered = [command for command in readme_commands() if not any(re.search(p, command) for p in patterns)]
+    assert not uncovered, f"README commands no test runs: {uncovered}"
+    for pattern in [*SCRIPTS, DRY, AS_WRITTEN]:  # the patterns still match something
+        assert commands_matching(pattern), pattern
+
+
+def script_environment(**variables) -> dict:
+    return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **variables}
+
+
+def run_script(project: Path, script: str, timeout: float, **variables) -> subprocess.CompletedProcess:
+    """`bash scripts/<script>` in `project` as the README gives it; AssertionError with its output if it fails."""
+    result = subprocess.run(["bash", f"scripts/{script}"], cwd=project, env=script_environment(**variables),
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{script} failed ({result.returncode}):\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def fresh_copy(directory: Path) -> Path:
+    """A fresh clone's worth of the repository, with this venv where scripts/setup.sh would put it."""
+    project = copy_repository(directory)
+    (project / ".venv").symlink_to(VENV_BIN.parent)
+    return project
+
+
+@pytest.fixture(scope="module")
+def cpu_study(tmp_path_factory, cifar10_archive) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's main job, scripts/cpu-study.sh itself, at a reduced scale (its own variables)."""
+    project = fresh_copy(tmp_path_factory.mktemp("cpu-study"))
+    result = run_script(project, "cpu-study.sh", timeout=1800, CIFAR10_ARCHIVE=str(cifar10_archive),
+                        ITERATIONS="20", SUBSET="500")
+    return project, result
+
+
+def test_cpu_study_script_ends_with_both_models_registered(cpu_study):
+    from mlflow import MlflowClient
+
+    project, result = cpu_study
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    for variant in ("plain20", "resnet20"):
+        version = client.get_model_version_by_alias(f"cifar10-{variant}", "champion")
+        assert version.tags["iterations"] == "20"
+        assert f"metrics/{variant}/seed0/eval.json" in result.stdout  # `dvc metrics show` printed them
+    assert "Registered models: mlflow ui" in result.stdout
+
+
+def test_readme_commands_run_as_written_in_the_main_jobs_project(cpu_study, cifar10):
+    project, _ = cpu_study
+    # The files the README's `resnet-repro predict ... cat.png ship.jpg` classifies.
+    Image.fromarray(cifar10.test_images[np.flatnonzero(cifar10.test_labels == 3)[0]]).save(project / "cat.png")
+    Image.fromarray(cifar10.test_images[np.flatnonzero(cifar10.test_labels == 8)[0]]).save(project / "ship.jpg")
+    commands = commands_matching(AS_WRITTEN)
+    for command in commands:
+        run(shlex.split(command), project, timeout=600)
+    assert (project / "resnet20" / "model.safetensors").is_file()  # `resnet-repro pull ... --out resnet20/`
+    for block in readme_blocks("python"):
+        run([str(VENV_BIN / "python"), "-c", block], project, timeout=600)
+
+
+def test_readme_dvc_commands_dry_run_in_a_fresh_clone(tmp_path):
+    project = fresh_copy(tmp_path / "project")
+    for command in commands_matching(DRY):
+        arguments = shlex.split(command)
+        output = run([*arguments[:3 if arguments[1] == "exp" else 2], "--dry", "--force",
+                      *arguments[3 if arguments[1] == "exp" else 2:]], project, timeout=600).stdout
+        assert "Running stage" in output, command
+        # DVC refuses a key params.yaml does not write; the stage would then validate the values.
+        overrides = [arguments[i + 1] for i, argument in enumerate(arguments) if argument in ("-S", "--set-param")]
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        for override in overrides:
+            dotted, value = override.split("=", 1)
+            section, key = dotted.split(".")
+            params[section][key] = yaml.safe_load(value)
+        parse_params(params, f"params.yaml after {command}")
+    assert run(["git", "status", "--porcelain"], project).stdout == ""  # a dry run changes nothing
+
+
+def test_set_param_with_a_bad_key_or_value_stops_with_one_line_naming_it(cpu_study):
+    project, _ = cpu_study
+    result = run(["dvc", "exp", "run", "-S", "train.learning_rate=0.05"], project, check=False, timeout=600)
+    assert result.returncode != 0 and "train.learning_rate" in result.stderr
+    result = run(["dvc", "exp", "run", "-S", "train.lr=fast"], project, check=False, timeout=600)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("train: error: ")]
+    assert len(errors) == 1 and "params.yaml: train.lr = 'fast': Input should be a valid number" in errors[0], output
+    assert "it/s" not in output  # stopped before its first iteration
+    run(["git", "checkout", "params.yaml"], project)
+
+
+def test_cpu_degradation_script_at_smoke_scale(tmp_path, cifar10_archive):
+    project = fresh_copy(tmp_path / "project")
+    result = run_script(project, "cpu-degradation.sh", timeout=3600, CIFAR10_ARCHIVE=str(cifar10_archive),
+                        ITERATIONS="8", SUBSET="500")
+    assert "plain-vs-residual" in result.stdout.lower() or "Table 6" in result.stdout
+    assert (project / "reports" / "mlflow-compare.png").is_file()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["study"]["variants"] == ["plain20", "plain56", "resnet20", "resnet56"]
+    for variant in params["study"]["variants"]:
+        assert (project / "metrics" / variant / "seed0" / "registry.json").is_file()
+
+
+def test_early_training_check_at_a_tiny_scale(cifar10_archive):
+    for net in ("ours", "reference"):
+        output = run([str(VENV_BIN / "python"), "scripts/early_training_check.py", "--net", net, "--depth", "20",
+                      "--iterations", "3", "--archive", str(cifar10_archive)], REPOSITORY, timeout=600).stdout
+        assert re.search(rf"^{net} resnet20 iteration 3: loss \d+\.\d+, training error [01]\.\d+", output, re.MULTILINE), output
