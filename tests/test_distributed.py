@@ -29,6 +29,8 @@ from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 from resnet_repro.train.stage import parameter_groups, seed_everything
 
+pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
+
 TRAIN = {"batch_size": 32, "milestones": [6], "checkpoint_every": 4, "checkpoint_seconds": 3600, "log_every": 4,
          "eval_every": 0, "deterministic": True, "precision": "fp32"}
 

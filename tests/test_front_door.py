@@ -79,6 +79,29 @@ def test_every_readme_command_is_run_or_covered():
         assert commands_matching(pattern), pattern
 
 
+# Inline mentions of the command line in README.md's prose that are not whole commands.
+PROSE_MENTIONS = {"resnet-repro pull"}
+# What a placeholder of an inline command stands for when it is parsed.
+PLACEHOLDERS = {"PATH": "cifar-10-python.tar.gz", "DIR": "photos", "NAME": "cifar-depth"}
+
+
+def test_inline_readme_commands_parse():
+    """`resnet-repro ...` in README.md's prose: every option and value it shows is one the parser takes
+    (the long ones, benchmarks of minutes, are parsed, not run; the quick ones also run)."""
+    from resnet_repro.cli import build_parser
+
+    mentions = sorted(set(re.findall(r"`(resnet-repro [^`]*)`", README.read_text())) - PROSE_MENTIONS)
+    assert mentions
+    for mention in mentions:
+        arguments = [PLACEHOLDERS.get(word, word) for word in shlex.split(mention)[1:]]
+        try:
+            build_parser().parse_args(arguments)
+        except SystemExit as error:
+            raise AssertionError(f"README.md shows `{mention}`, which resnet-repro refuses") from error
+        if arguments[-1] == "list" or arguments == ["models"]:
+            run(["resnet-repro", *arguments], REPOSITORY, timeout=300)
+
+
 def script_environment(**variables) -> dict:
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **variables}
 

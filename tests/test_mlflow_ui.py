@@ -24,7 +24,8 @@ ITERATIONS = 100
 # Two depths in both families: the degradation problem in small (the deeper plain net is worse).
 TEST_ERRORS = {"plain20": 0.0905, "plain32": 0.1012, "resnet20": 0.0875, "resnet32": 0.0751}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh installs it)")
+pytestmark = [pytest.mark.pipeline,  # a server and a browser: not the quick tier
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh installs it)")]
 
 
 def train(database: Path, study: str, variant: str) -> str:

@@ -31,6 +31,8 @@ from resnet_repro.models import build
 from resnet_repro.tracking.registry import load_registered, pull, register_model
 from resnet_repro.tracking.runs import TrainingRun
 
+pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
+
 NAME = "cifar10-resnet20"
 DATABASE, DB_USER = "mlflow", "mlflow"
 PARAMS = {"train": {"lr": 0.1, "batch_size": 128}, "data": {"dataset": "cifar10"}}

@@ -24,6 +24,8 @@ from resnet_repro.tracking.registry import predict, register_model
 from resnet_repro.tracking.runs import TrainingRun
 from resnet_repro.tracking.serving import class_probabilities
 
+pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
+
 NAME = "cifar10-resnet20"
 REF = f"{NAME}@champion"
 STARTUP_SECONDS = 120  # about 8 s on an idle 2-core machine

@@ -1,23 +1,32 @@
-"""The `resnet-repro` command line. Each area of the package adds its own subcommands."""
+"""The `resnet-repro` command line: every command's options, and the handlers that run them.
+
+The parser is built from argparse alone, so that `--help` and mistyped options answer at once. Each
+handler imports the code it runs (torch, FFCV, MLflow: seconds each) only once its command is chosen;
+tests/test_cli.py checks that building the parser imports none of them.
+"""
 
 import argparse
+import dataclasses
+import json
 import sys
+from pathlib import Path
+
+_REF_FORMS = "models:/NAME@ALIAS, NAME@ALIAS, NAME/VERSION or NAME/latest, e.g. cifar10-resnet56@champion"
+_MODEL_COLUMNS = ("name", "family", "dataset", "depth", "block", "shortcut", "params", "flops")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # studies.py defines its own commands; importing it costs about 0.1 s (pydantic, for config).
     from resnet_repro import studies
-    from resnet_repro.data import cli as data_cli
-    from resnet_repro.models import cli as models_cli
-    from resnet_repro.tracking import cli as tracking_cli
 
     parser = argparse.ArgumentParser(
         prog="resnet-repro",
         description="Deep Residual Learning (He et al., 2015) reproduced: list the nets and studies, select a "
                     "study, pull registered models and classify images. The pipeline itself runs with `dvc repro`.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    models_cli.add_commands(commands)
-    tracking_cli.add_commands(commands)
-    data_cli.add_commands(commands)
+    _add_models_command(commands)
+    _add_registry_commands(commands)
+    _add_bench_commands(commands)
     studies.add_commands(commands)
     return parser
 
@@ -29,6 +38,278 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError, FileNotFoundError, ConnectionError) as error:
         print(f"resnet-repro {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+# --- models: the nets with their parameter and multiply-add counts ---------------------------------
+
+def _add_models_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "models",
+        help="list the nets with parameters and FLOPs",
+        description="List nets with their parameter count and FLOPs (multiply-adds, one image at the "
+        "native input size: 32x32 for CIFAR-10, 224x224 for ImageNet).",
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help="nets to describe, any valid name (default: the papers' nets)"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of objects instead of a table")
+    parser.set_defaults(handler=_models)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from resnet_repro.models.audit import describe
+    from resnet_repro.models.zoo import names
+
+    rows = [describe(name) for name in args.names or names()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cells = [_MODEL_COLUMNS] + [_model_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_MODEL_COLUMNS))]
+    numeric = {"depth", "params", "flops"}
+    for line in cells:
+        padded = (c.rjust(w) if key in numeric else c.ljust(w) for c, w, key in zip(line, widths, _MODEL_COLUMNS))
+        print("  ".join(padded).rstrip())
+    print("flops: multiply-adds for one image at the native input size (torch FlopCounterMode count / 2)")
+    return 0
+
+
+def _model_cells(row: dict) -> tuple[str, ...]:
+    head = (row["name"], row["family"], row["dataset"], str(row["depth"]), row["block"], row["shortcut"] or "-")
+    flops = row["flops"]
+    return (*head, f"{row['params']:,}", f"{flops / 1e9:.2f}G" if flops >= 1e9 else f"{flops / 1e6:.1f}M")
+
+
+# --- pull and predict: registered models ------------------------------------------------------------
+
+def _add_registry_commands(commands: argparse._SubParsersAction) -> None:
+    pull_parser = commands.add_parser(
+        "pull", help="download a registered model's files, verified",
+        description="Download a registered model version (model.safetensors, preprocess.safetensors, model.json, "
+                    "card.json) into DIR, after checking the sha256 of its tensor files against the registry.")
+    pull_parser.add_argument("ref", metavar="REF", help=_REF_FORMS)
+    pull_parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write the files to")
+    _add_tracking_uri_option(pull_parser)
+    pull_parser.set_defaults(handler=_pull)
+
+    predict_parser = commands.add_parser(
+        "predict", help="classify image files with a registered model",
+        description="Print one line per image: path, most likely class, its probability (tab-separated). "
+                    "Images not at the net's input size are resized, with a warning on stderr.")
+    predict_parser.add_argument("--model", required=True, metavar="REF", help=_REF_FORMS)
+    _add_tracking_uri_option(predict_parser)
+    predict_parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG or JPEG files")
+    predict_parser.set_defaults(handler=_predict)
+
+
+def _add_tracking_uri_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                             "in the current directory)")
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    from resnet_repro.tracking.runs import resolve_tracking_uri
+
+    return args.tracking_uri or resolve_tracking_uri(Path.cwd(), None)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from resnet_repro.tracking.registry import pull
+
+    out_dir = pull(args.ref, args.out, _tracking_uri(args))
+    print(f"{args.ref} -> {out_dir}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from resnet_repro.tracking.registry import predict
+
+    for path, class_name, probability in predict(args.model, args.images, _tracking_uri(args)):
+        print(f"{path}\t{class_name}\t{probability:.4f}")
+    return 0
+
+
+# --- bench: loader, train and startup ---------------------------------------------------------------
+#
+# The benchmarks' defaults live in their settings classes (data.bench.BenchSettings,
+# train.bench.TrainBenchSettings), which import torch. So the options that set one of their fields
+# are left out of the namespace unless given (argparse.SUPPRESS, with the field's name as dest), and
+# `_settings` fills in the class's defaults once the command runs.
+
+def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="measure the speed of parts of the pipeline")
+    what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    _add_bench_train(what)
+    _add_bench_loader(what)
+    _add_bench_startup(what)
+
+
+def _settings(settings_class, args: argparse.Namespace):
+    """`settings_class` with the options given on the command line, and its own defaults for the others."""
+    given = vars(args)
+    return settings_class(**{field.name: given[field.name] for field in dataclasses.fields(settings_class)
+                             if field.name in given})
+
+
+def _add_bench_loader(what: argparse._SubParsersAction) -> None:
+    parser = what.add_parser(
+        "loader",
+        help="training-pipeline images/s of both loader backends and of torchvision",
+        description="Steady-state images/s of the FFCV and torch training pipelines and of torchvision's usual "
+        "one (PIL + torchvision.transforms + DataLoader), same images, workers and batch size, no model.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--dataset", choices=["cifar10", "imagefolder"], default="cifar10")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="the augmentation of this file's augment section is benchmarked (default: ./params.yaml)")
+    parser.add_argument("--archive", type=Path, default=None, help="the CIFAR-10 python archive (--dataset cifar10)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="the image folder, holding train/<class>/* (--dataset imagefolder)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--warmup-batches", type=int)
+    parser.add_argument("--batches", dest="timed_batches", metavar="BATCHES", type=int,
+                        help="batches timed per pipeline")
+    parser.add_argument("--json", action="store_true", default=False, help="print one JSON object instead of a table")
+    parser.set_defaults(handler=_bench_loader)
+
+
+def _bench_loader(args: argparse.Namespace) -> int:
+    from resnet_repro.data.bench import BenchSettings, bench_cifar10, bench_imagefolder
+
+    settings = _settings(BenchSettings, args)
+    source = args.archive if args.dataset == "cifar10" else args.root
+    if source is None:
+        raise ValueError(f"--dataset {args.dataset} needs {'--archive' if args.dataset == 'cifar10' else '--root'}")
+    from resnet_repro.config import load_params
+
+    bench = bench_cifar10 if args.dataset == "cifar10" else bench_imagefolder
+    result = {"dataset": args.dataset, **bench(source, settings, load_params(args.params).augment)}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for key in ("ffcv_img_per_s", "torch_img_per_s", "torchvision_img_per_s"):
+        print(f"{key.removesuffix('_img_per_s'):>12}  {result[key]:>10,.0f} images/s")
+    print(f"FFCV is {result['ffcv_over_torchvision']:.1f}x torchvision's usual pipeline "
+          f"(batch {settings.batch_size}, {settings.workers} workers, {settings.timed_batches} batches timed)")
+    return 0
+
+
+def _add_bench_train(what: argparse._SubParsersAction) -> None:
+    parser = what.add_parser(
+        "train",
+        help="end-to-end training images/s (loader + step) against fp32 eager NCHW with torchvision's loader",
+        description="Images/s of the training loop on the real CIFAR-10 with the configured loader backend and "
+        "speed paths, and of the same net in fp32, eager, NCHW, fed by torchvision's usual pipeline (PIL + "
+        "torchvision.transforms + DataLoader), same workers and batch. --compare-precision instead trains "
+        "briefly in fp32 and in bf16 from the same seed (the paper's CIFAR schedule shrunk to --iterations: "
+        "/10 at 1/2 and 3/4) and prints both test errors.",
+        argument_default=argparse.SUPPRESS)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="the recipe (lr, momentum, weight decay, schedule) and augmentation come from this file "
+                        "(default: ./params.yaml)")
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="the CIFAR-10 python archive (default: data.archive of --params, as prepare gets it)")
+    parser.add_argument("--model")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--backend", choices=["ffcv", "torch"])
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--compile", choices=["auto", "on", "off"])
+    parser.add_argument("--device")
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--steps", dest="timed_steps", metavar="STEPS", type=int, help="steps timed per configuration")
+    parser.add_argument("--compare-precision", action="store_true", default=False,
+                        help="train --iterations in fp32 and in bf16 (same seed) and print both test errors")
+    parser.add_argument("--iterations", type=int, default=400, help="training length of --compare-precision")
+    parser.add_argument("--json", action="store_true", default=False, help="print one JSON object instead of text")
+    parser.set_defaults(handler=_bench_train)
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from resnet_repro.train.bench import TrainBenchSettings, bench_training, compare_precisions
+
+    settings = _settings(TrainBenchSettings, args)
+    if "compile" in vars(args):
+        settings = dataclasses.replace(settings, compile={"auto": "auto", "on": True, "off": False}[args.compile])
+    for option, value in (("--batch-size", settings.batch_size), ("--workers", settings.workers),
+                          ("--warmup-steps", settings.warmup_steps), ("--steps", settings.timed_steps),
+                          ("--iterations", args.iterations)):
+        if value <= 0 and not (option == "--workers" and value == 0):
+            raise ValueError(f"{option} = {value}: must be > 0")
+    from resnet_repro.config import load_params
+
+    params = load_params(args.params)
+    archive = args.archive or _project_archive(args.params, "bench train")
+    if args.compare_precision:
+        result = compare_precisions(archive, params, model_name=settings.model, iterations=args.iterations,
+                                    batch_size=settings.batch_size, workers=settings.workers)
+        if not args.json:
+            print(f"{settings.model}, {args.iterations} iterations: test error fp32 {result['fp32_test_error']:.4f}, "
+                  f"bf16 {result['bf16_test_error']:.4f} (difference {result['max_difference']:.4f})")
+    else:
+        result = bench_training(archive, settings, params)
+        if not args.json:
+            print(f"configured {result['img_per_s']:,.0f} images/s, baseline {result['baseline_img_per_s']:,.0f} "
+                  f"images/s: {result['speedup']:.2f}x ({settings.model}, batch {settings.batch_size}, "
+                  f"{settings.workers} workers, {result['settings']['device']})")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _add_bench_startup(what: argparse._SubParsersAction) -> None:
+    parser = what.add_parser(
+        "startup",
+        help="what a train@ and an evaluate@ stage spend before their work: imports, loaders, compilation",
+        description="Runs the start of a train@ and of an evaluate@ stage, each in a fresh Python process as DVC "
+        "runs it, on the real CIFAR-10 prepared in a temporary project with the settings of --params, and prints "
+        "the seconds of each part: imports, FFCV's import, building the loaders, starting the MLflow run, the "
+        "first training batch (where numba compiles FFCV's pipeline), the first training step, and two passes "
+        "over the test split. Nothing is logged to the project's MLflow store.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: ./params.yaml")
+    parser.add_argument("--archive", type=Path,
+                        help="the CIFAR-10 python archive (default: data.archive of --params, as prepare gets it)")
+    parser.add_argument("--model", default="resnet20", help="the net both stages build (default: resnet20)")
+    parser.add_argument("--backend", choices=["ffcv", "torch"], help="loader backend (default: loader.backend)")
+    parser.add_argument("--cold", action="store_true",
+                        help="start the stages with an empty numba cache, as the first stage after installing does")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(handler=_bench_startup)
+
+
+def _bench_startup(args: argparse.Namespace) -> int:
+    from resnet_repro.train.bench import STARTUP_PHASES, bench_startup
+
+    archive = args.archive or _project_archive(args.params, "bench startup")
+    result = bench_startup(args.params, archive, model=args.model, backend=args.backend, cold=args.cold)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    stages = ("train", "evaluate")
+    print(f"{'seconds':<34}" + "".join(f"{stage + '@' + args.model:>20}" for stage in stages))
+    for key, label in STARTUP_PHASES.items():
+        cells = (f"{result[stage][key]:.2f}" if key in result[stage] else "-" for stage in stages)
+        print(f"{label:<34}" + "".join(f"{cell:>20}" for cell in cells))
+    print(f"{'fixed cost (see below)':<34}" + "".join(f"{result[stage]['fixed']:>20.2f}" for stage in stages))
+    print(f"fixed cost: every part but the evaluations, plus the first evaluation's excess over the second. "
+          f"{result['backend']} backend, numba cache {'empty' if args.cold else 'as found'}, "
+          f"{result['test_images']} test images")
+    return 0
+
+
+def _project_archive(params_path: Path, command: str) -> Path:
+    """The archive the prepare stage of the project of `params_path` reads (downloaded once)."""
+    from resnet_repro.config import Layout, load_params
+    from resnet_repro.data.cifar10 import fetch_archive
+
+    params = load_params(params_path)
+    if params.data.dataset != "cifar10":
+        raise ValueError(f"{params_path}: data.dataset = {params.data.dataset!r}: {command} needs CIFAR-10 "
+                         "(pass --archive)")
+    return fetch_archive(params.data.archive, Layout(params_path.parent).raw_dir)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,11 @@ class PilArrays(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-def bench_cifar10(archive: Path, settings: BenchSettings) -> dict:
+def bench_cifar10(archive: Path, settings: BenchSettings, augment: AugmentParams) -> dict:
     arrays = cifar10.load_archive(cifar10.fetch_archive(str(archive), Path(tempfile.gettempdir())))
     images, labels = arrays.train_images, arrays.train_labels
     stats = image_stats(images)
-    augmentation = augmentation_for("cifar10", AugmentParams(), stats)
+    augmentation = augmentation_for("cifar10", augment, stats)
     channel_mean, channel_std = stats["channel_mean"].tolist(), stats["channel_std"].tolist()
     torchvision_pipeline = transforms.Compose([
         transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
@@ -85,7 +85,7 @@ def bench_cifar10(archive: Path, settings: BenchSettings) -> dict:
                       PilArrays(images, labels, torchvision_pipeline), augmentation, stats, settings)
 
 
-def bench_imagefolder(root: Path, settings: BenchSettings, max_resolution: int = 512) -> dict:
+def bench_imagefolder(root: Path, settings: BenchSettings, augment: AugmentParams, max_resolution: int = 512) -> dict:
     folder = imagefolder.scan(root)
     # Only readable files are benchmarked, as only they reach FFCV through the prepare stage: an
     # unreadable one makes FFCV's writer wait forever for the process it killed, and stops the
@@ -100,7 +100,7 @@ def bench_imagefolder(root: Path, settings: BenchSettings, max_resolution: int =
                 views.append(view)
     skipped = len(folder.samples["train"]) - len(samples)
     stats = image_stats(np.stack(views))
-    augmentation = augmentation_for("imagefolder", AugmentParams(), stats)
+    augmentation = augmentation_for("imagefolder", augment, stats)
     torchvision_pipeline = transforms.Compose([
         transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
         transforms.Normalize(stats["channel_mean"].tolist(), stats["channel_std"].tolist())])

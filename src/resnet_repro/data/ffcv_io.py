@@ -3,14 +3,29 @@
 FFCV resets torch's intra-op thread count to its own worker count (to 1 on import, to num_workers
 when a loader is built or an epoch starts). Left alone, CPU training would run with fewer threads
 than cores, so every entry into FFCV below puts the caller's thread count back.
+
+numba compiles FFCV's pipeline in every process. On a 2-core CPU each train@ and evaluate@ stage paid
+2-4 s for it in `import ffcv` (ffcv/fields/rgb_image.py fills a numba typed Dict, which compiles numba's
+dict functions), and a train@ stage 8-10 s more at its first batch (RandomTranslate and
+RandomHorizontalFlip). numba can keep compiled code on disk (in a __pycache__ beside the package's
+sources, or in NUMBA_CACHE_DIR), but neither FFCV 1.0.2 nor numba's dict asks it to. We ask, for the
+functions of those two pinned packages only: numba checks a cached function against its own source
+file, not against the files of the functions it calls, so this repository's operations (ffcv_ops),
+which call data.augment, are compiled afresh in every process. Functions that call C through ctypes
+(FFCV's image decoders) cannot be cached at all; numba says so with a warning, silenced below.
+`resnet-repro bench startup` measures what is left.
 """
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from numba.core.dispatcher import Dispatcher
+from numba.core.errors import NumbaWarning
+from numba.typed import typeddict
 
 
 @contextmanager
@@ -22,10 +37,21 @@ def _torch_threads_preserved() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _cache_on_disk(function: Dispatcher) -> None:
+    try:
+        function.enable_caching()
+    except RuntimeError:  # no writable cache directory: compiled in every process, as before
+        pass
+
+
+for _function in (typeddict._make_dict, typeddict._setitem, typeddict._getitem):  # what `import ffcv` compiles
+    _cache_on_disk(_function)
+
 with _torch_threads_preserved():
     from ffcv.fields import IntField, RGBImageField
     from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
+    from ffcv.pipeline.compiler import Compiler
     from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
     from ffcv.writer import DatasetWriter
 
@@ -38,6 +64,28 @@ from resnet_repro.data.normalize import normalize  # noqa: E402
 from resnet_repro.data.prepared import check_split_arrays  # noqa: E402
 from resnet_repro.data.loading import resolve_drop_last  # noqa: E402
 from resnet_repro.io import atomic_write  # noqa: E402
+
+_compile_in_memory = Compiler.compile
+
+
+def _compile_with_disk_cache(code, signature=None):
+    """FFCV's Compiler.compile (njit, parallel where the operation allows), with numba's disk cache for
+    FFCV's own functions. numba keys a cached function by its bytecode and closure, not by njit's
+    options. The one option FFCV varies is parallel (with more than one worker), and the operations
+    used here capture the range that goes with it (prange, else range): each variant is cached apart."""
+    if not code.__module__.startswith("ffcv."):
+        return _compile_in_memory(code, signature)
+    compiled = _compile_in_memory(code)  # no signature yet: njit would compile before the cache is attached
+    if isinstance(compiled, Dispatcher):  # (not when FFCV's compilation is switched off)
+        _cache_on_disk(compiled)
+        if signature is not None:  # then what njit does with one (FFCV's file reader has one)
+            compiled.compile(signature)
+            compiled.disable_compile()
+    return compiled
+
+
+Compiler.compile = staticmethod(_compile_with_disk_cache)
+warnings.filterwarnings("ignore", message=".*Cannot cache compiled function", category=NumbaWarning)
 
 # FFCV orders epoch e with the generator seeded by (its seed + e), so runs seeded 0 and 1 would see
 # the same orders one epoch apart. Spreading our seeds this far apart keeps seeded runs independent.

@@ -7,28 +7,42 @@ net, workers and batch size:
                 torchvision.transforms, a shuffling DataLoader), i.e. a typical PyTorch CIFAR script.
 Images per second are counted after `warmup_steps` (loader start-up, FFCV's numba compilation,
 torch.compile, oneDNN's first calls), over `timed_steps`.
+
+`bench_startup` measures what comes before that: the fixed cost a train@ and an evaluate@ stage pay in
+their own process (imports, FFCV's import and numba compilation, the loaders, the MLflow run, the
+first batch and step, the first evaluation), part by part.
 """
 
+import contextlib
 import gc
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from resnet_repro import models
-from resnet_repro.config import AugmentParams
+from resnet_repro.artifacts import load_trained, save_trained
+from resnet_repro.config import Layout, Params, TrainParams, load_params, update_params_file
 from resnet_repro.data import cifar10
 from resnet_repro.data.augment import augmentation_for
 from resnet_repro.data.bench import PilArrays
-from resnet_repro.data.stats import image_stats, mean_image_tensor
+from resnet_repro.data.loading import augmentation_from, make_split_loader
+from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor
 from resnet_repro.evaluate.accuracy import top_k_errors
-from resnet_repro.train.device import (autocast_dtype, configure_determinism, cpu_has_native_bf16, resolve_compile,
-                                       resolve_device)
+from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
+from resnet_repro.train.device import (autocast, autocast_dtype, configure_determinism, cpu_has_native_bf16,
+                                       resolve_compile, resolve_device)
 from resnet_repro.train.loop import LoopSettings, fit
 from resnet_repro.train.recipe import PaperSchedule
 
@@ -64,10 +78,15 @@ class _Batches:
             yield images.to(self._device, non_blocking=True), labels.to(self._device, non_blocking=True)
 
 
-def _training_images_per_second(model: torch.nn.Module, loader, settings: LoopSettings, batch_size: int) -> float:
-    """Images/s of `fit` on `loader` after its first log window (the warm-up)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    result = fit(model, optimizer, PaperSchedule(base_lr=0.1, milestones=[], decay=0.1), loader, settings)
+def _optimizer(model: torch.nn.Module, train: TrainParams) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+
+
+def _training_images_per_second(model: torch.nn.Module, loader, settings: LoopSettings, batch_size: int,
+                                 train: TrainParams) -> float:
+    """Images/s of `fit` on `loader` after its first log window (the warm-up), at the recipe's lr."""
+    result = fit(model, _optimizer(model, train), PaperSchedule(base_lr=train.lr, milestones=[], decay=train.lr_decay),
+                 loader, settings)
     images = seconds = 0.0
     for previous, row in zip(result.curves.steps, result.curves.steps[1:]):  # the first row is the warm-up
         window_images = (row["step"] - previous["step"]) * batch_size
@@ -75,7 +94,9 @@ def _training_images_per_second(model: torch.nn.Module, loader, settings: LoopSe
     return images / seconds
 
 
-def bench_training(archive: Path, settings: TrainBenchSettings) -> dict:
+def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) -> dict:
+    """Training images/s with `settings`, and of the baseline; the optimizer and augmentation are those of
+    `params` (the project's params.yaml)."""
     torch.manual_seed(0)
     device = resolve_device(settings.device)
     configure_determinism(False, cudnn_benchmark=True)
@@ -83,7 +104,7 @@ def bench_training(archive: Path, settings: TrainBenchSettings) -> dict:
     images, labels = arrays.train_images, arrays.train_labels
     stats = image_stats(images)
     mean_image = mean_image_tensor(stats).to(device)
-    augmentation = augmentation_for("cifar10", AugmentParams(), stats)
+    augmentation = augmentation_for("cifar10", params.augment, stats)
     dtype = autocast_dtype(settings.precision, device)
     compiled = resolve_compile(settings.compile, device)
     # Both runs log one row per warmup_steps; the first row is the warm-up, the others are timed.
@@ -108,7 +129,7 @@ def bench_training(archive: Path, settings: TrainBenchSettings) -> dict:
         model = models.build(settings.model).to(device, memory_format=memory_format)
         configured = _training_images_per_second(
             model, loader, LoopSettings(**loop, dtype=dtype, channels_last=settings.channels_last, compile=compiled),
-            settings.batch_size)
+            settings.batch_size, params.train)
         del loader  # and its threads, before the baseline's DataLoader forks its workers
         gc.collect()
 
@@ -123,7 +144,7 @@ def bench_training(archive: Path, settings: TrainBenchSettings) -> dict:
                                     multiprocessing_context="spawn" if settings.workers else None)
     baseline = _training_images_per_second(
         models.build(settings.model).to(device), _Batches(torchvision_loader, device),
-        LoopSettings(**loop, dtype=None, channels_last=False, compile=False), settings.batch_size)
+        LoopSettings(**loop, dtype=None, channels_last=False, compile=False), settings.batch_size, params.train)
     return {"img_per_s": configured, "baseline_img_per_s": baseline, "speedup": configured / baseline,
             "settings": {**asdict(settings), "device": str(device),
                          "precision_resolved": str(dtype).removeprefix("torch.") if dtype else "float32",
@@ -131,12 +152,13 @@ def bench_training(archive: Path, settings: TrainBenchSettings) -> dict:
                          "cpu_native_bf16": cpu_has_native_bf16()}}
 
 
-def compare_precisions(archive: Path, *, model_name: str = "resnet20", iterations: int = 400, batch_size: int = 128,
+def compare_precisions(archive: Path, params: Params, *, model_name: str = "resnet20", iterations: int = 400,
+                       batch_size: int = 128,
                        workers: int = 2, seed: int = 0, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
     """Test error after the same short training (same seed, data order and augmentations: torch
     backend) in each precision, on the real CIFAR-10 (50k training images, 10k test images). The
-    schedule is the paper's CIFAR one shrunk to `iterations` (lr 0.1, /10 at 1/2 and 3/4 of them), so
-    that both end with a settled, not a still-jumping, test error."""
+    schedule is the recipe of `params` shrunk to `iterations` (the paper's: lr 0.1, /10 at 1/2 and 3/4 of
+    them), so that both end with a settled, not a still-jumping, test error."""
     from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 
     device = resolve_device("auto")
@@ -144,20 +166,23 @@ def compare_precisions(archive: Path, *, model_name: str = "resnet20", iteration
     arrays = cifar10.load_archive(cifar10.fetch_archive(str(archive), Path(tempfile.gettempdir())))
     stats = image_stats(arrays.train_images)
     mean_image = mean_image_tensor(stats).to(device)
-    augmentation = augmentation_for("cifar10", AugmentParams(), stats)
+    augmentation = augmentation_for("cifar10", params.augment, stats)
+    train_params = params.train
+    # The recipe's milestones, at the same fractions of the shortened run.
+    milestones = [milestone * iterations // train_params.iterations for milestone in train_params.milestones]
     results = {}
     for precision in precisions:
         dtype = autocast_dtype(precision, device)
         torch.manual_seed(seed)
         model = models.build(model_name).to(device, memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        optimizer = _optimizer(model, train_params)
         train = TorchLoader(ArrayImages(arrays.train_images, arrays.train_labels, augmentation, train=True),
                             batch_size=batch_size, train=True, mean_image=mean_image, device=device,
                             num_workers=workers, seed=seed)
         test = TorchLoader(ArrayImages(arrays.test_images, arrays.test_labels, augmentation, train=False),
                            batch_size=500, train=False, mean_image=mean_image, device=device, num_workers=workers)
         start = time.perf_counter()
-        schedule = PaperSchedule(base_lr=0.1, milestones=[iterations // 2, iterations * 3 // 4], decay=0.1)
+        schedule = PaperSchedule(base_lr=train_params.lr, milestones=milestones, decay=train_params.lr_decay)
         fit(model, optimizer, schedule, train,
             LoopSettings(iterations=iterations, log_every=50, checkpoint_every=iterations, checkpoint_seconds=math.inf,
                          eval_every=0, device=device, dtype=dtype))
@@ -169,3 +194,186 @@ def compare_precisions(archive: Path, *, model_name: str = "resnet20", iteration
             "device": str(device), **{f"{p}_test_error": r["test_error"] for p, r in results.items()},
             **{f"{p}_train_seconds": r["train_seconds"] for p, r in results.items()},
             "max_difference": max(errors) - min(errors)}
+
+
+# --- the fixed cost of a stage process ------------------------------------------------------------
+
+# The parts of a stage's start that `bench_startup` times, in about the order the stages run them.
+STARTUP_PHASES = {
+    "imports": "imports of the stage script",
+    "load_net": "load the trained net",
+    "ffcv_import": "import FFCV (ffcv backend)",
+    "loaders": "build the loaders",
+    "mlflow": "start (or reopen) the MLflow run",
+    "first_batch": "first training batch",
+    "first_step": "first training step",
+    "first_evaluation": "first pass over the test split",
+    "evaluation_again": "second pass over the test split",
+}
+# What each stage script imports (pipeline/_stage.py, pipeline/<stage>.py), timed in a fresh interpreter.
+_STAGE_IMPORTS = {
+    "train": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.train.stage",
+    "evaluate": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.train.loop, resnet_repro.evaluate.stage",
+}
+# A stage process: its imports first, then the rest of its start, timed by `time_stage_start`.
+_STAGE_PROCESS = """
+import json, sys, time
+start = time.perf_counter()
+import {imports}
+imported = time.perf_counter() - start
+from resnet_repro.train.bench import time_stage_start
+time_stage_start(*json.loads(sys.argv[1]), imports_seconds=imported)
+"""
+
+
+def bench_startup(params_path: Path, archive: Path, *, model: str = "resnet20", backend: str | None = None,
+                  cold: bool = False) -> dict:
+    """Seconds of each part of the start of a train@ and an evaluate@ stage of `model` (STARTUP_PHASES),
+    each in a fresh Python process, with the settings of `params_path` on the real CIFAR-10, prepared
+    in a temporary project that also holds the MLflow store. `backend` overrides loader.backend; `cold`
+    gives the stages an empty numba cache (NUMBA_CACHE_DIR), as the first stage after installing has.
+
+    `fixed` is a stage's cost beyond its work: every part but the passes over the test split, plus
+    the first pass's excess over the second (compilation)."""
+    with tempfile.TemporaryDirectory(prefix="resnet-repro-startup-") as directory:
+        root = Path(directory)
+        shutil.copyfile(params_path, root / "params.yaml")
+        changes = {"data.archive": str(archive), "mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
+        if backend is not None:
+            changes["loader.backend"] = backend
+        params = update_params_file(root / "params.yaml", changes)
+        if params.data.dataset != "cifar10":
+            raise ValueError(f"{params_path}: data.dataset = {params.data.dataset!r}: bench startup needs CIFAR-10")
+        layout = Layout(root, params.data.dataset)
+        # Imported here, not with this module: data.stage imports FFCV, whose import a stage process times.
+        from resnet_repro.data.stage import prepare, write_ffcv
+
+        with contextlib.redirect_stdout(sys.stderr):  # the stages report progress; stdout is for the result
+            prepare(params, layout)
+            if params.loader.backend == "ffcv":
+                write_ffcv(params, layout)
+            # The store and the experiment exist before the stages, as in a project after its first training.
+            TrainingRun.start(resolve_tracking_uri(root, params.mlflow.tracking_uri), params.mlflow.experiment,
+                              run_name="bench startup", params={}, tags={}).end()
+        environment = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
+        if cold:
+            environment["NUMBA_CACHE_DIR"] = str(root / "numba-cache")
+        train = _run_stage_process("train", root, model, None, environment)
+        evaluate = _run_stage_process("evaluate", root, model, train["run_id"], environment)
+    return {"train": train["seconds"], "evaluate": evaluate["seconds"], "backend": params.loader.backend,
+            "model": model, "cold": cold, "test_images": evaluate["test_images"]}
+
+
+def _run_stage_process(stage: str, root: Path, model: str, run_id: str | None, environment: dict) -> dict:
+    result_path = root / f"{stage}-startup.json"
+    arguments = json.dumps([stage, str(root), model, run_id, str(result_path)])
+    subprocess.run([sys.executable, "-c", _STAGE_PROCESS.format(imports=_STAGE_IMPORTS[stage]), arguments],
+                   env=environment, stdout=sys.stderr, check=True)
+    result = json.loads(result_path.read_text())
+    seconds = result["seconds"]
+    first, again = seconds["first_evaluation"], seconds["evaluation_again"]
+    seconds["fixed"] = sum(seconds.values()) - first - again + max(0.0, first - again)
+    return result
+
+
+class _Stopwatch:
+    def __init__(self, **seconds: float):
+        self.seconds = dict(seconds)
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+
+def time_stage_start(stage: str, root: str, model: str, run_id: str | None, result_path: str, *,
+                     imports_seconds: float) -> None:
+    """The start of a `stage` (train or evaluate) in the project at `root`, as the stage runs it, part
+    by part; writes {"seconds": {part: seconds}, ...} as JSON to `result_path`. Run by bench_startup in
+    a fresh process, after the stage's imports."""
+    params = load_params(Path(root) / "params.yaml")
+    layout = Layout(root, params.data.dataset)
+    stopwatch = _Stopwatch(imports=imports_seconds)
+    if stage == "train":
+        result = _time_train_start(params, layout, model, stopwatch)
+    else:
+        result = _time_evaluate_start(params, layout, model, run_id, stopwatch)
+    Path(result_path).write_text(json.dumps({"seconds": stopwatch.seconds, **result}))
+
+
+def _import_loader_backend(params: Params, stopwatch: _Stopwatch) -> None:
+    # make_split_loader imports FFCV when it first builds a loader; timed apart here.
+    if params.loader.backend == "ffcv":
+        with stopwatch.part("ffcv_import"):
+            import resnet_repro.data.ffcv_io  # noqa: F401
+
+
+def _time_train_start(params: Params, layout: Layout, variant: str, stopwatch: _Stopwatch) -> dict:
+    """train.stage._train_variant up to its first evaluation, on one process."""
+    device = resolve_device(params.train.device)
+    dtype = autocast_dtype(params.train.precision, device)
+    configure_determinism(params.train.deterministic, params.train.cudnn_benchmark)
+    mean_image = mean_image_tensor(load_stats(layout.prepared_dir / "stats.json"),
+                                   size=augmentation_from(params, layout).crop_size).to(device)
+    class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if params.train.channels_last else torch.contiguous_format
+    model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr, momentum=params.train.momentum,
+                                weight_decay=params.train.weight_decay)
+
+    _import_loader_backend(params, stopwatch)
+    with stopwatch.part("loaders"):
+        train_loader = make_split_loader(params, layout, "train", train=True, batch_size=params.train.batch_size,
+                                         mean_image=mean_image, device=device)
+        test_loader = make_split_loader(params, layout, "test", train=False, batch_size=params.evaluate.batch_size,
+                                        mean_image=mean_image, device=device)
+    with stopwatch.part("mlflow"):
+        run = TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri),
+                                params.mlflow.experiment, run_name=f"{variant} bench startup",
+                                params={"model": {"variant": variant}, **params.model_dump()},
+                                tags={"variant": variant, "study": params.study.name})
+    with run:
+        batches = iter(train_loader)
+        with stopwatch.part("first_batch"):
+            images, labels = next(batches)
+        batches.close()  # the loader's threads or workers stop with their epoch
+        with stopwatch.part("first_step"):
+            images = images.contiguous(memory_format=memory_format)
+            with autocast(device, dtype):
+                loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # waits for the device
+        with stopwatch.part("first_evaluation"):
+            top_k_errors(model, test_loader, device=device, dtype=dtype)
+        with stopwatch.part("evaluation_again"):
+            top_k_errors(model, test_loader, device=device, dtype=dtype)
+    save_trained(layout.model_dir(variant, 0), model, mean_image,  # for the evaluate stage
+                 {"arch": variant, "num_classes": len(class_names), "class_names": class_names,
+                  "input_size": mean_image.shape[-1], "dataset": params.data.dataset, "seed": 0})
+    return {"run_id": run.run_id}
+
+
+def _time_evaluate_start(params: Params, layout: Layout, variant: str, run_id: str, stopwatch: _Stopwatch) -> dict:
+    """evaluate.stage.evaluate_variant on the test split."""
+    device = resolve_device(params.train.device)
+    with stopwatch.part("load_net"):
+        trained = load_trained(layout.model_dir(variant, 0), device)
+        trained.module.to(memory_format=torch.channels_last)
+    _import_loader_backend(params, stopwatch)
+    with stopwatch.part("loaders"):
+        loader = make_split_loader(params, layout, "test", train=False, batch_size=params.evaluate.batch_size,
+                                   mean_image=trained.mean_image, device=device)
+    with stopwatch.part("first_evaluation"):
+        errors = top_k_errors(trained.module, loader, device=device)
+    with stopwatch.part("evaluation_again"):
+        top_k_errors(trained.module, loader, device=device)
+    with stopwatch.part("mlflow"):
+        with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri),
+                               params.mlflow.experiment, run_name=f"{variant} bench startup", params={}, tags={},
+                               resume_run_id=run_id) as run:
+            run.log_metrics({"test_top1_error": errors["top1_error"]}, params.train.iterations)
+    return {"test_images": errors["num_images"]}

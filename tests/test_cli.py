@@ -1,0 +1,39 @@
+"""The command line answers `--help` without importing the heavy libraries, and the benchmarks' options
+keep their settings classes' defaults."""
+
+import json
+import subprocess
+import sys
+
+from resnet_repro.cli import _settings, build_parser
+
+HEAVY = ("torch", "mlflow", "ffcv", "numba")
+
+# Builds the parser, prints each help, and reports which heavy libraries got imported.
+_HELP_PROCESS = """
+import contextlib, io, json, sys
+from resnet_repro.cli import build_parser
+for argv in (["--help"], ["models", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.suppress(SystemExit):
+        build_parser().parse_args(argv)
+    assert "usage: resnet-repro" in printed.getvalue(), argv
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:]))))
+"""
+
+
+def test_help_imports_none_of_the_heavy_libraries():
+    result = subprocess.run([sys.executable, "-c", _HELP_PROCESS, *HEAVY], capture_output=True, text=True,
+                            check=True)
+    assert json.loads(result.stdout) == []
+
+
+def test_bench_options_left_out_keep_the_settings_defaults():
+    from resnet_repro.data.bench import BenchSettings
+    from resnet_repro.train.bench import TrainBenchSettings
+
+    parser = build_parser()
+    assert _settings(TrainBenchSettings, parser.parse_args(["bench", "train"])) == TrainBenchSettings()
+    given = _settings(TrainBenchSettings, parser.parse_args(["bench", "train", "--steps", "7", "--no-channels-last"]))
+    assert (given.timed_steps, given.channels_last, given.warmup_steps) == (7, False, TrainBenchSettings().warmup_steps)
+    assert _settings(BenchSettings, parser.parse_args(["bench", "loader"])) == BenchSettings()
+    assert _settings(BenchSettings, parser.parse_args(["bench", "loader", "--batches", "3"])).timed_batches == 3
