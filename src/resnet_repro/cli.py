@@ -196,6 +196,14 @@ def _bench_loader(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_project_options(parser: argparse.ArgumentParser, taken: str) -> None:
+    """--params and --archive, shared by the benchmarks that run on the project's CIFAR-10."""
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help=f"{taken} come from this file (default: ./params.yaml)")
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="the CIFAR-10 python archive (default: data.archive of --params, as prepare gets it)")
+
+
 def _add_bench_train(what: argparse._SubParsersAction) -> None:
     parser = what.add_parser(
         "train",
@@ -203,14 +211,10 @@ def _add_bench_train(what: argparse._SubParsersAction) -> None:
         description="Images/s of the training loop on the real CIFAR-10 with the configured loader backend and "
         "speed paths, and of the same net in fp32, eager, NCHW, fed by torchvision's usual pipeline (PIL + "
         "torchvision.transforms + DataLoader), same workers and batch. --compare-precision instead trains "
-        "briefly in fp32 and in bf16 from the same seed (the paper's CIFAR schedule shrunk to --iterations: "
-        "/10 at 1/2 and 3/4) and prints both test errors.",
+        "briefly in fp32 and in bf16 from the same seed (the recipe of --params shrunk to --iterations; the "
+        "paper's: /10 at 1/2 and 3/4) and prints both test errors.",
         argument_default=argparse.SUPPRESS)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="the recipe (lr, momentum, weight decay, schedule) and augmentation come from this file "
-                        "(default: ./params.yaml)")
-    parser.add_argument("--archive", type=Path, default=None,
-                        help="the CIFAR-10 python archive (default: data.archive of --params, as prepare gets it)")
+    _add_project_options(parser, "the recipe (lr, momentum, weight decay, schedule) and augmentation")
     parser.add_argument("--model")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--workers", type=int)
@@ -269,9 +273,7 @@ def _add_bench_startup(what: argparse._SubParsersAction) -> None:
         "the seconds of each part: imports, FFCV's import, building the loaders, starting the MLflow run, the "
         "first training batch (where numba compiles FFCV's pipeline), the first training step, and two passes "
         "over the test split. Nothing is logged to the project's MLflow store.")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: ./params.yaml")
-    parser.add_argument("--archive", type=Path,
-                        help="the CIFAR-10 python archive (default: data.archive of --params, as prepare gets it)")
+    _add_project_options(parser, "the data, loader and training settings of the stages")
     parser.add_argument("--model", default="resnet20", help="the net both stages build (default: resnet20)")
     parser.add_argument("--backend", choices=["ffcv", "torch"], help="loader backend (default: loader.backend)")
     parser.add_argument("--cold", action="store_true",
