@@ -1,4 +1,4 @@
-"""The augmentation arithmetic and the evaluation views, checked against their definitions in PAPER.md."""
+"""The augmentation arithmetic and the evaluation views, checked against their definitions (the paper, Section 3.4; AlexNet; fb.resnet.torch)."""
 
 import numpy as np
 import pytest

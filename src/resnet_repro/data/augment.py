@@ -21,7 +21,7 @@ from numba import njit
 from resnet_repro.config import AugmentParams
 from resnet_repro.data.views import center_view, resize_square
 
-# fb.resnet.torch's PCA of ImageNet RGB on the [0, 1] scale (PAPER.md): eigenvalues, and the
+# fb.resnet.torch's PCA of ImageNet RGB on the [0, 1] scale (AlexNet's lighting noise): eigenvalues, and the
 # eigenvectors as columns.
 IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
 IMAGENET_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],

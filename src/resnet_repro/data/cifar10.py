@@ -24,7 +24,6 @@ from tqdm import tqdm
 from resnet_repro.data.errors import DataError, describe
 from resnet_repro.io import atomic_write
 
-OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 CLASS_NAMES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

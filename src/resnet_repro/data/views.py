@@ -1,4 +1,4 @@
-"""Evaluation views of one uint8 HWC RGB image (PAPER.md, ImageNet testing).
+"""Evaluation views of one uint8 HWC RGB image (the paper's ImageNet testing, Section 3.4).
 
     center_view(image, 224, 256)     shorter side to 256, the centre 224x224 crop
     ten_crop(image, 224, 256)        the four corners and the centre, and their horizontal flips

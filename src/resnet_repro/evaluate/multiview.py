@@ -1,6 +1,6 @@
 """The paper's ImageNet testing on image folders: 10-crop, and multi-scale fully-convolutional.
 
-    ten_crop_scores(model, samples, ...)     softmax averaged over the 10 crops (PAPER.md, Tables 2-4)
+    ten_crop_scores(model, samples, ...)     softmax averaged over the 10 crops (the paper, Section 3.4 and Tables 2-4)
     multi_scale_scores(model, samples, ...)  softmax averaged over the whole image at several shorter
                                              sides, the net applied fully-convolutionally
     errors_of(scores)                        their top-1/top-5 error
