@@ -173,6 +173,30 @@ def test_readme_dvc_commands_dry_run_in_a_fresh_clone(tmp_path):
     assert run(["git", "status", "--porcelain"], project).stdout == ""  # a dry run changes nothing
 
 
+def hydra_value(value) -> str:
+    """A params.yaml value as `dvc exp run -S` takes it (Hydra's override grammar)."""
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return f"'{value}'"  # quoted: an URL's characters are operators of the grammar
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_set_param_takes_every_key_of_every_section(tmp_path):
+    """`dvc exp run -S <section>.<key>=<value>` works for every key params.yaml writes (DVC refuses a key
+    the file does not write); the values given back unchanged, a dry run changes nothing."""
+    project = fresh_copy(tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    overrides = [argument for section, values in params.items() for key, value in values.items()
+                 for argument in ("-S", f"{section}.{key}={hydra_value(value)}")]
+    from resnet_repro.config import Params
+
+    sections = Params.model_fields.values()
+    assert len(overrides) // 2 == sum(len(section.annotation.model_fields) for section in sections)
+    run(["dvc", "exp", "run", "--dry", "--force", *overrides], project, timeout=600)
+    assert yaml.safe_load((project / "params.yaml").read_text()) == params
+
+
 def test_set_param_with_a_bad_key_or_value_stops_with_one_line_naming_it(cpu_study):
     project, _ = cpu_study
     result = run(["dvc", "exp", "run", "-S", "train.learning_rate=0.05"], project, check=False, timeout=600)
