@@ -45,6 +45,7 @@ from resnet_repro.train.device import (autocast, autocast_dtype, configure_deter
                                        resolve_compile, resolve_device)
 from resnet_repro.train.loop import LoopSettings, fit
 from resnet_repro.train.recipe import PaperSchedule
+from resnet_repro.train.stage import optimizer_for
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,10 @@ class _Batches:
             yield images.to(self._device, non_blocking=True), labels.to(self._device, non_blocking=True)
 
 
-def _optimizer(model: torch.nn.Module, train: TrainParams) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-
-
 def _training_images_per_second(model: torch.nn.Module, loader, settings: LoopSettings, batch_size: int,
                                  train: TrainParams) -> float:
     """Images/s of `fit` on `loader` after its first log window (the warm-up), at the recipe's lr."""
-    result = fit(model, _optimizer(model, train), PaperSchedule(base_lr=train.lr, milestones=[], decay=train.lr_decay),
+    result = fit(model, optimizer_for(model, train), PaperSchedule(base_lr=train.lr, milestones=[], decay=train.lr_decay),
                  loader, settings)
     images = seconds = 0.0
     for previous, row in zip(result.curves.steps, result.curves.steps[1:]):  # the first row is the warm-up
@@ -175,7 +172,7 @@ def compare_precisions(archive: Path, params: Params, *, model_name: str = "resn
         dtype = autocast_dtype(precision, device)
         torch.manual_seed(seed)
         model = models.build(model_name).to(device, memory_format=torch.channels_last)
-        optimizer = _optimizer(model, train_params)
+        optimizer = optimizer_for(model, train_params)
         train = TorchLoader(ArrayImages(arrays.train_images, arrays.train_labels, augmentation, train=True),
                             batch_size=batch_size, train=True, mean_image=mean_image, device=device,
                             num_workers=workers, seed=seed)
@@ -320,8 +317,7 @@ def _time_train_start(params: Params, layout: Layout, variant: str, stopwatch: _
     torch.manual_seed(0)
     memory_format = torch.channels_last if params.train.channels_last else torch.contiguous_format
     model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr, momentum=params.train.momentum,
-                                weight_decay=params.train.weight_decay)
+    optimizer = optimizer_for(model, params.train)
 
     _import_loader_backend(params, stopwatch)
     with stopwatch.part("loaders"):

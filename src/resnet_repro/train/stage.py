@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from resnet_repro import models
-from resnet_repro.config import ConfigError, Layout, Params
+from resnet_repro.config import ConfigError, Layout, Params, TrainParams
 from resnet_repro.data.loading import augmentation_from, make_split_loader, split_names
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.evaluate.accuracy import top_k_errors
@@ -47,6 +47,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, exempt_bn_and_
     decayed = [p for p in model.parameters() if p.ndim >= 2]
     exempt = [p for p in model.parameters() if p.ndim < 2]
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+
+
+def optimizer_for(model: torch.nn.Module, train: TrainParams) -> torch.optim.SGD:
+    """The recipe's SGD: lr, momentum and weight decay of the train section (the benchmarks use it too)."""
+    return torch.optim.SGD(parameter_groups(model, train.weight_decay, train.no_weight_decay_on_bn_and_bias),
+                           lr=train.lr, momentum=train.momentum)
 
 
 class _NotLogged:
@@ -87,8 +93,7 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
     seed_everything(seed)
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
     model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(parameter_groups(model, train.weight_decay, train.no_weight_decay_on_bn_and_bias),
-                                lr=train.lr, momentum=train.momentum)
+    optimizer = optimizer_for(model, train)
     schedule = schedule_for(params.train, spec.depth)
     # Each process takes its share of every global batch of train.batch_size.
     train_loader = make_split_loader(params, layout, "train", train=True, batch_size=processes.share_of(train.batch_size),
