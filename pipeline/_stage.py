@@ -11,8 +11,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def run_stage(name: str, stage, per_variant: bool = False) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from resnet_repro.config import ConfigError, Layout, load_params
+    from resnet_repro.config import ConfigError, load_params
     from resnet_repro.data.errors import DataError
+    from resnet_repro.layout import Layout
     from resnet_repro.train.loop import TrainingDiverged
 
     parser = argparse.ArgumentParser(prog=f"pipeline/{Path(sys.argv[0]).name}")

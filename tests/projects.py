@@ -74,7 +74,8 @@ _TRAIN_SCRIPT = """
 import json, sys
 sys.path.insert(0, {pipeline!r})
 from train import train
-from resnet_repro.config import Layout, parse_params
+from resnet_repro.config import parse_params
+from resnet_repro.layout import Layout
 train(parse_params(json.loads({params!r})), Layout({root!r}), "resnet20", 0)
 """
 
@@ -90,10 +91,10 @@ def write_train_script(root: Path, params: dict) -> Path:
 def prepared_project(root: Path, cifar10, train_images: int = 256, test_images: int = 100) -> Path:
     """A project directory whose prepare stage has run on the first `train_images` training and
     `test_images` test images of the real CIFAR-10."""
-    from resnet_repro.config import Layout
     from resnet_repro.data.prepared import write_split
     from resnet_repro.data.stats import image_stats, save_stats
     from resnet_repro.io import write_json
+    from resnet_repro.layout import Layout
 
     prepared = Layout(root).prepared_dir
     prepared.mkdir(parents=True)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_repro.config import ConfigError, Layout, load_params, parse_params
+from resnet_repro.config import ConfigError, load_params, parse_params
+from resnet_repro.layout import Layout
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -90,7 +91,7 @@ def test_unreadable_files(tmp_path):
 
 
 def test_layout_paths_match_dvc_yaml():
-    """dvc.yaml spells the same paths as config.Layout; a drift would make DVC track the wrong files."""
+    """dvc.yaml spells the same paths as layout.Layout; a drift would make DVC track the wrong files."""
     root = PROJECT_PARAMS.parent
     layout = Layout(root)
     dvc = (root / "dvc.yaml").read_text()

@@ -22,11 +22,12 @@ from safetensors.torch import load_file
 
 from projects import VENV_BIN, params_with, prepared_project, write_train_script
 from resnet_repro import models
-from resnet_repro.config import ConfigError, Layout, parse_params
+from resnet_repro.config import ConfigError, parse_params
 from resnet_repro.data.augment import augmentation_for
 from resnet_repro.data.prepared import read_split
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
+from resnet_repro.layout import Layout
 from resnet_repro.train.stage import parameter_groups, seed_everything
 
 pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier

@@ -44,7 +44,6 @@ def test_top_k_errors_count_every_image_once():
 @pytest.fixture(scope="module")
 def photo_samples(tmp_path_factory, cifar10):
     from folders import cifar_image_folder
-
     from resnet_repro.data.imagefolder import scan
 
     root = cifar_image_folder(cifar10, tmp_path_factory.mktemp("photos"), classes=3, train_per_class=1,

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from folders import cifar_image_folder
 from projects import copy_repository, run
 

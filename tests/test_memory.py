@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
+
 from folders import cifar_image_folder
 from projects import params_with
-from PIL import Image
 
 CLASSES = 4
 # N = 440 images, 4N = 1760: both fill prepare's rounds of 256 files, so both are in steady state.
@@ -38,7 +39,8 @@ MEASURE = """
 import json, multiprocessing, resource, sys, threading
 from glob import glob
 from pathlib import Path
-from resnet_repro.config import Layout, load_params
+from resnet_repro.config import load_params
+from resnet_repro.layout import Layout
 from resnet_repro.data.stage import prepare, write_ffcv
 
 def vm_hwm(pid):

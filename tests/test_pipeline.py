@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from projects import VENV_BIN, commit, copy_repository, run, set_params, stages_that_would_run
 
 pytestmark = pytest.mark.pipeline

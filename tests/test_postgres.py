@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
-from local_servers import VENV_BIN, free_port, mlflow_env, running, tail
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
+from local_servers import VENV_BIN, free_port, mlflow_env, running, tail
 from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.data.normalize import normalize

@@ -5,13 +5,12 @@ import math
 
 import pytest
 import yaml
-
-from resnet_repro.config import ConfigError, load_params, parse_params
-from resnet_repro.train.recipe import RECIPES, PaperSchedule, schedule_for
-
 from test_config import PROJECT_PARAMS
 from test_loop import FixedBatches, make_run, settings
+
+from resnet_repro.config import ConfigError, load_params, parse_params
 from resnet_repro.train.loop import fit
+from resnet_repro.train.recipe import RECIPES, PaperSchedule, schedule_for
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from projects import params_with
-from resnet_repro.config import Layout, parse_params
+from resnet_repro.config import parse_params
 from resnet_repro.data.errors import DataError
 from resnet_repro.io import write_json, write_tsv
+from resnet_repro.layout import Layout
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP
 from resnet_repro.report.study import write_report
 

@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import load_file
 
 from projects import params_with, prepared_project, write_train_script
-from resnet_repro.config import Layout
 from resnet_repro.data.augment import augmentation_for
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor, save_stats
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
+from resnet_repro.layout import Layout
 
 ITERATIONS = 24
 TRAIN = {"iterations": ITERATIONS, "batch_size": 16, "milestones": [18], "checkpoint_every": 6,

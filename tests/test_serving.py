@@ -14,10 +14,10 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from local_servers import VENV_BIN, free_port, mlflow_env, running
 from PIL import Image
 
 import resnet_repro
+from local_servers import VENV_BIN, free_port, mlflow_env, running
 from resnet_repro.artifacts import save_trained
 from resnet_repro.models import build
 from resnet_repro.tracking.registry import predict, register_model

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from projects import REPOSITORY, copy_repository, run
 
+from projects import REPOSITORY, copy_repository, run
 from resnet_repro import models
 from resnet_repro.cli import main
 from resnet_repro.config import load_params

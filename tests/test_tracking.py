@@ -28,8 +28,7 @@ from resnet_repro.data.normalize import normalize
 from resnet_repro.io import file_sha256
 from resnet_repro.models import build
 from resnet_repro.tracking.registry import pull, register_model
-from resnet_repro.tracking.runs import (TrackingStoreUnreachable, TrainingRun, git_commit,
-                                        resolve_tracking_uri)
+from resnet_repro.tracking.runs import TrackingStoreUnreachable, TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.tracking.serving import class_probabilities
 
 EXPERIMENT = "tracking-tests"

@@ -8,14 +8,14 @@ import sys
 import pytest
 import torch
 import yaml
-
-from resnet_repro import models
-from resnet_repro.config import ConfigError, Layout, parse_params
-from resnet_repro.train.device import resolve_compile
-from resnet_repro.train.stage import parameter_groups
+from test_resume import params_for
 
 from projects import REPOSITORY, prepared_project
-from test_resume import params_for
+from resnet_repro import models
+from resnet_repro.config import ConfigError, parse_params
+from resnet_repro.device import resolve_compile
+from resnet_repro.layout import Layout
+from resnet_repro.train.stage import parameter_groups
 
 
 def test_divergence_fails_the_stage_in_one_line_marks_the_run_failed_and_keeps_the_last_good_checkpoint(

@@ -10,12 +10,12 @@ import math
 
 import pytest
 import torch
+from test_loop import FixedBatches
 
 from projects import params_with
 from resnet_repro.config import ConfigError, parse_params
 from resnet_repro.train.loop import LoopSettings, fit
 from resnet_repro.train.recipe import schedule_for
-from test_loop import FixedBatches
 
 
 def tiny_model() -> torch.nn.Module:

@@ -304,8 +304,9 @@ def _bench_startup(args: argparse.Namespace) -> int:
 
 def _project_archive(params_path: Path, command: str) -> Path:
     """The archive the prepare stage of the project of `params_path` reads (downloaded once)."""
-    from resnet_repro.config import Layout, load_params
+    from resnet_repro.config import load_params
     from resnet_repro.data.cifar10 import fetch_archive
+    from resnet_repro.layout import Layout
 
     params = load_params(params_path)
     if params.data.dataset != "cifar10":

@@ -52,17 +52,28 @@ with _torch_threads_preserved():
     from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.pipeline.compiler import Compiler
-    from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
+    from ffcv.transforms import (
+        RandomHorizontalFlip,
+        RandomTranslate,
+        Squeeze,
+        ToDevice,
+        ToTensor,
+        ToTorchImage,
+    )
     from ffcv.writer import DatasetWriter
 
-    from resnet_repro.data.ffcv_ops import ColorJitterOperation, PCALightingOperation, ScaleAugmentationDecoder
+    from resnet_repro.data.ffcv_ops import (
+        ColorJitterOperation,
+        PCALightingOperation,
+        ScaleAugmentationDecoder,
+    )
 
 from resnet_repro.data.augment import Augmentation  # noqa: E402 (after the guarded ffcv import)
 from resnet_repro.data.errors import DataError  # noqa: E402
 from resnet_repro.data.imagefolder import Sample, load_rgb  # noqa: E402
+from resnet_repro.data.loading import resolve_drop_last  # noqa: E402
 from resnet_repro.data.normalize import normalize  # noqa: E402
 from resnet_repro.data.prepared import check_split_arrays  # noqa: E402
-from resnet_repro.data.loading import resolve_drop_last  # noqa: E402
 from resnet_repro.io import atomic_write  # noqa: E402
 
 _compile_in_memory = Compiler.compile

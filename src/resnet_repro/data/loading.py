@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from resnet_repro.config import Layout, Params
+from resnet_repro.config import Params
 from resnet_repro.data.augment import Augmentation, augmentation_for
 from resnet_repro.data.imagefolder import read_list
 from resnet_repro.data.prepared import read_split
 from resnet_repro.data.stats import load_stats
+from resnet_repro.layout import Layout
 
 
 def resolve_drop_last(train: bool, drop_last: bool | None) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from resnet_repro.config import Layout, Params
+from resnet_repro.config import Params
 from resnet_repro.data import cifar10, imagefolder
 from resnet_repro.data.errors import DataError
 from resnet_repro.data.ffcv_io import write_beton, write_folder_beton
@@ -23,6 +23,7 @@ from resnet_repro.data.loading import split_names
 from resnet_repro.data.prepared import read_split, write_split
 from resnet_repro.data.stats import StatsAccumulator, image_stats, save_stats
 from resnet_repro.io import staged_directory, write_json
+from resnet_repro.layout import Layout
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
 
 # Statistics of an image folder are taken on each image's centre view at the paper's test geometry

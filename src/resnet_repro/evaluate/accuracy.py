@@ -2,7 +2,7 @@
 
 import torch
 
-from resnet_repro.train.device import autocast
+from resnet_repro.device import autocast
 
 
 class TopKCounter:

@@ -13,15 +13,16 @@ from pathlib import Path
 import torch
 
 from resnet_repro.artifacts import load_trained
-from resnet_repro.config import Layout, Params
+from resnet_repro.config import Params
 from resnet_repro.data.imagefolder import read_list
 from resnet_repro.data.loading import make_split_loader, split_names
+from resnet_repro.device import resolve_device
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.evaluate.multiview import errors_of, multi_scale_scores, ten_crop_scores
 from resnet_repro.evaluate.responses import response_stds
 from resnet_repro.io import write_json
+from resnet_repro.layout import Layout
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
-from resnet_repro.train.device import resolve_device
 
 
 def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from resnet_repro import models
-from resnet_repro.config import Layout
 from resnet_repro.data.errors import DataError
+from resnet_repro.layout import Layout
 
 # What each stage writes (train/stage.py, evaluate/stage.py) and the report reads.
 TRAIN_KEYS = ("iterations", "final_train_error")

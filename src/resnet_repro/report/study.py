@@ -10,13 +10,14 @@ residual), in percentage points.
 """
 
 from resnet_repro import models
-from resnet_repro.config import Layout, Params
+from resnet_repro.config import Params
 from resnet_repro.io import atomic_write, staged_directory, write_json
+from resnet_repro.layout import Layout
 from resnet_repro.report import figures
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP, IMAGENET_10CROP_SOURCE
-from resnet_repro.train.recipe import RECIPES
-from resnet_repro.tracking.runs import log_to_study_run, resolve_tracking_uri
 from resnet_repro.report.runs import VIEWS, Run, label, mean_std, read_run, sort_key
+from resnet_repro.tracking.runs import log_to_study_run, resolve_tracking_uri
+from resnet_repro.train.recipe import RECIPES
 
 # The per-net numbers study.json also lists flat, for `dvc metrics show`.
 SUMMARY_KEYS = ("seeds", "top1_error_mean", "top1_error_std", "top5_error_mean", "top5_error_std", "train_error_mean",

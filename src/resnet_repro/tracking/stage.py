@@ -2,8 +2,9 @@
 
 import json
 
-from resnet_repro.config import Layout, Params
+from resnet_repro.config import Params
 from resnet_repro.io import write_json
+from resnet_repro.layout import Layout
 from resnet_repro.tracking.registry import register_model
 from resnet_repro.tracking.runs import connect, resolve_tracking_uri
 

@@ -33,16 +33,23 @@ from torchvision import transforms
 
 from resnet_repro import models
 from resnet_repro.artifacts import load_trained, save_trained
-from resnet_repro.config import Layout, Params, TrainParams, load_params, update_params_file
+from resnet_repro.config import Params, TrainParams, load_params, update_params_file
 from resnet_repro.data import cifar10
 from resnet_repro.data.augment import augmentation_for
 from resnet_repro.data.bench import PilArrays
 from resnet_repro.data.loading import augmentation_from, make_split_loader
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor
+from resnet_repro.device import (
+    autocast,
+    autocast_dtype,
+    configure_determinism,
+    cpu_has_native_bf16,
+    resolve_compile,
+    resolve_device,
+)
 from resnet_repro.evaluate.accuracy import top_k_errors
+from resnet_repro.layout import Layout
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
-from resnet_repro.train.device import (autocast, autocast_dtype, configure_determinism, cpu_has_native_bf16,
-                                       resolve_compile, resolve_device)
 from resnet_repro.train.loop import LoopSettings, fit
 from resnet_repro.train.recipe import PaperSchedule
 from resnet_repro.train.stage import optimizer_for

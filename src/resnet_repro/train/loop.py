@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from resnet_repro.device import autocast
 from resnet_repro.train.checkpoint import restore_rng_states, rng_states
-from resnet_repro.train.device import autocast
 from resnet_repro.train.distributed import Processes
 from resnet_repro.train.recipe import PaperSchedule
 

@@ -3,7 +3,7 @@
 Run by torchrun (resnet_repro.train.distributed), each process calls `train_variant`; rank 0 alone
 writes.
 
-Outputs (paths from config.Layout): the resumable checkpoint, the final weights (safetensors), the
+Outputs (paths from layout.Layout): the resumable checkpoint, the final weights (safetensors), the
 normalisation the net was trained with, a model.json that says how to rebuild it, train.json and
 the curves that dvc.yaml declares as plots.
 """
@@ -16,15 +16,16 @@ import numpy as np
 import torch
 
 from resnet_repro import models
-from resnet_repro.config import ConfigError, Layout, Params, TrainParams
+from resnet_repro.artifacts import save_trained
+from resnet_repro.config import ConfigError, Params, TrainParams
 from resnet_repro.data.loading import augmentation_from, make_split_loader, split_names
 from resnet_repro.data.stats import load_stats, mean_image_tensor
+from resnet_repro.device import autocast_dtype, configure_determinism, resolve_compile, resolve_device
 from resnet_repro.evaluate.accuracy import top_k_errors
-from resnet_repro.artifacts import save_trained
 from resnet_repro.io import write_json, write_tsv
+from resnet_repro.layout import Layout
 from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint, source_digest
-from resnet_repro.train.device import autocast_dtype, configure_determinism, resolve_compile, resolve_device
 from resnet_repro.train.distributed import Processes
 from resnet_repro.train.loop import LoopSettings, fit
 from resnet_repro.train.recipe import schedule_for

@@ -1,0 +1,53 @@
+"""Where each stage reads and writes: the one home of the pipeline's paths, which dvc.yaml spells too."""
+
+from pathlib import Path
+
+import yaml
+
+
+class Layout:
+    """Where each stage reads and writes, relative to the project root (the directory of params.yaml).
+
+    dvc.yaml spells the same paths; tests/test_config.py checks the two agree.
+    """
+
+    def __init__(self, root: Path | str = ".", dataset: str = "cifar10"):
+        self.root = Path(root).resolve()
+        self.dataset = dataset
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / "data" / "prepared" / self.dataset
+
+    @property
+    def ffcv_dir(self) -> Path:
+        return self.root / "data" / "ffcv" / self.dataset
+
+    def run_name(self, variant: str, seed: int) -> str:
+        return f"{variant}/seed{seed}"
+
+    def model_dir(self, variant: str, seed: int) -> Path:
+        return self.root / "models" / self.run_name(variant, seed)
+
+    def checkpoint_path(self, variant: str, seed: int) -> Path:
+        return self.root / "checkpoints" / self.run_name(variant, seed) / "checkpoint.pt"
+
+    def metrics_dir(self, variant: str, seed: int) -> Path:
+        return self.root / "metrics" / self.run_name(variant, seed)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def data_version(self) -> str | None:
+        """DVC's hash of the FFCV datasets (from dvc.lock), the data version models are tagged with."""
+        lock = self.root / "dvc.lock"
+        if not lock.exists():
+            return None
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        outs = stages.get("ffcv", {}).get("outs", [])
+        return outs[0].get("md5") if outs else None
