@@ -2,7 +2,7 @@
 
 from _stage import run_stage
 
-from resnet_repro.evaluate.stage import evaluate_variant
+from resnet_repro.stages.evaluate import evaluate_variant
 
 if __name__ == "__main__":
     run_stage("evaluate", evaluate_variant, per_variant=True)

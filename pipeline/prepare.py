@@ -2,7 +2,7 @@
 
 from _stage import run_stage
 
-from resnet_repro.data.stage import prepare
+from resnet_repro.stages.prepare import prepare
 
 if __name__ == "__main__":
     run_stage("prepare", prepare)

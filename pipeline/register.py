@@ -2,7 +2,7 @@
 
 from _stage import run_stage
 
-from resnet_repro.tracking.stage import register_variant
+from resnet_repro.stages.register import register_variant
 
 if __name__ == "__main__":
     run_stage("register", register_variant, per_variant=True)

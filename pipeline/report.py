@@ -3,7 +3,7 @@
 
 from _stage import run_stage
 
-from resnet_repro.report.study import write_report
+from resnet_repro.stages.report import write_report
 
 if __name__ == "__main__":
     run_stage("report", write_report)

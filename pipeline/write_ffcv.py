@@ -2,7 +2,7 @@
 
 from _stage import run_stage
 
-from resnet_repro.data.stage import write_ffcv
+from resnet_repro.stages.prepare import write_ffcv
 
 if __name__ == "__main__":
     run_stage("ffcv", write_ffcv)

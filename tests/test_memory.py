@@ -41,7 +41,7 @@ from glob import glob
 from pathlib import Path
 from resnet_repro.config import load_params
 from resnet_repro.layout import Layout
-from resnet_repro.data.stage import prepare, write_ffcv
+from resnet_repro.stages.prepare import prepare, write_ffcv
 
 def vm_hwm(pid):
     try:

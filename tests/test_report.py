@@ -1,7 +1,7 @@
 """The report stage on real-format metrics files: tables, plain vs residual, figures, errors.
 
 The fixture writes what the train and evaluate stages write (resnet_repro.io.write_tsv / write_json,
-the columns of train/stage.py, the keys of evaluate/stage.py and evaluate/responses.py) for a few nets
+the columns of stages/train.py, the keys of stages/evaluate.py and evaluate/responses.py) for a few nets
 and seeds, with chosen final errors, so that every number in the report can be checked by hand.
 """
 
@@ -18,7 +18,7 @@ from resnet_repro.data.errors import DataError
 from resnet_repro.io import write_json, write_tsv
 from resnet_repro.layout import Layout
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP
-from resnet_repro.report.study import write_report
+from resnet_repro.stages.report import write_report
 
 # train/stage.py: STEP_COLUMNS (curve.tsv) and ERROR_COLUMNS (errors.tsv).
 STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]

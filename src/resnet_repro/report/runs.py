@@ -19,7 +19,7 @@ from resnet_repro import models
 from resnet_repro.data.errors import DataError
 from resnet_repro.layout import Layout
 
-# What each stage writes (train/stage.py, evaluate/stage.py) and the report reads.
+# What each stage writes (stages/train.py, stages/evaluate.py) and the report reads.
 TRAIN_KEYS = ("iterations", "final_train_error")
 CURVE_COLUMNS = ("step", "train_error")
 ERRORS_COLUMNS = ("step", "test_error")

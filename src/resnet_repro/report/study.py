@@ -1,7 +1,7 @@
-"""The report stage: the paper's table beside the measured one, plain against residual, and figures.
+"""The study report: the paper's table beside the measured one, plain against residual, and figures.
 
-Outputs (under `layout.reports_dir`): study.md (GitHub Markdown), study.json (the same numbers, a DVC
-metrics file) and figures/*.png. CIFAR-10 studies compare with Table 6 (ResNets) and Figure 6 (plain
+stages/report.py writes it under `layout.reports_dir`: study.md (GitHub Markdown, `markdown`),
+study.json (the same numbers, a DVC metrics file, `study_json`) and figures/*.png. CIFAR-10 studies compare with Table 6 (ResNets) and Figure 6 (plain
 nets, approximate); image-folder studies of the ImageNet nets with Tables 2 and 3 (10-crop).
 
 Errors are reported as mean +/- sample std over seeds of the final model, evaluated once at the end of
@@ -11,12 +11,10 @@ residual), in percentage points.
 
 from resnet_repro import models
 from resnet_repro.config import Params
-from resnet_repro.io import atomic_write, staged_directory, write_json
 from resnet_repro.layout import Layout
 from resnet_repro.report import figures
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP, IMAGENET_10CROP_SOURCE
 from resnet_repro.report.runs import VIEWS, Run, label, mean_std, read_run, sort_key
-from resnet_repro.tracking.runs import log_to_study_run, resolve_tracking_uri
 from resnet_repro.train.recipe import RECIPES
 
 # The per-net numbers study.json also lists flat, for `dvc metrics show`.
@@ -330,7 +328,7 @@ def _plain_vs_residual_section(pairs: list[dict], trends: list[dict], dataset: s
     return lines
 
 
-def _markdown(params: Params, rows: list[dict], pairs: list[dict], trends: list[dict],
+def markdown(params: Params, rows: list[dict], pairs: list[dict], trends: list[dict],
               drawn: list[figures.ReportFigure]) -> str:
     dataset = params.data.dataset
     seeds = ", ".join(map(str, params.study.seeds))
@@ -346,15 +344,10 @@ def _markdown(params: Params, rows: list[dict], pairs: list[dict], trends: list[
     return "\n".join(lines) + "\n"
 
 
-def write_report(params: Params, layout: Layout) -> list[dict]:
-    runs = collect_runs(params, layout)  # every input is read and checked before anything is written
-    rows = collect(params, layout, runs)
-    pairs = plain_vs_residual(rows, params.data.dataset)
-    trends = depth_trends(rows)
-    with staged_directory(layout.reports_dir / "figures") as directory:
-        drawn = figures.draw_all(runs, params.data.dataset, directory)
+def study_json(params: Params, rows: list[dict], pairs: list[dict], trends: list[dict],
+               drawn: list[figures.ReportFigure]) -> dict:
     table = "Table 6 and Figure 6" if params.data.dataset == "cifar10" else "Tables 2 and 3 (10-crop)"
-    write_json(layout.reports_dir / "study.json", {
+    return {
         "study": params.study.name, "dataset": params.data.dataset, "seeds": list(params.study.seeds),
         "paper_table": table,
         # Flat per-net numbers, which `dvc metrics show` / `dvc metrics diff` list (they skip lists).
@@ -362,15 +355,4 @@ def write_report(params: Params, layout: Layout) -> list[dict]:
         "plain_minus_residual": {f"{pair['plain']}-vs-{pair['residual']}": pair["difference"] for pair in pairs},
         "rows": rows, "plain_vs_residual": pairs, "depth_trends": trends,
         "figures": [{"file": figure.file, "title": figure.title} for figure in drawn],
-    })
-    markdown = _markdown(params, rows, pairs, trends, drawn)
-    atomic_write(layout.reports_dir / "study.md", lambda temporary: temporary.write_text(markdown))
-    print(markdown, flush=True)
-    # The study's parent run in MLflow carries the same table, numbers and figures as reports/.
-    summary = {f"{row['variant']}.{key}": row[key] for row in rows for key in ("top1_error_mean", "top5_error_mean")
-               if row[key] is not None}
-    parent = log_to_study_run(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
-                              params.study.name, [layout.reports_dir / name for name in ("study.md", "study.json",
-                                                                                         "figures")], summary)
-    print(f"Logged the report to MLflow run {parent} (study {params.study.name!r})", flush=True)
-    return rows
+    }

@@ -217,7 +217,7 @@ STARTUP_PHASES = {
 # What each stage script imports (pipeline/_stage.py, pipeline/<stage>.py), timed in a fresh interpreter.
 _STAGE_IMPORTS = {
     "train": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.train.stage",
-    "evaluate": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.train.loop, resnet_repro.evaluate.stage",
+    "evaluate": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.train.loop, resnet_repro.stages.evaluate",
 }
 # A stage process: its imports first, then the rest of its start, timed by `time_stage_start`.
 _STAGE_PROCESS = """
@@ -250,7 +250,7 @@ def bench_startup(params_path: Path, archive: Path, *, model: str = "resnet20", 
             raise ValueError(f"{params_path}: data.dataset = {params.data.dataset!r}: bench startup needs CIFAR-10")
         layout = Layout(root, params.data.dataset)
         # Imported here, not with this module: data.stage imports FFCV, whose import a stage process times.
-        from resnet_repro.data.stage import prepare, write_ffcv
+        from resnet_repro.stages.prepare import prepare, write_ffcv
 
         with contextlib.redirect_stdout(sys.stderr):  # the stages report progress; stdout is for the result
             prepare(params, layout)

@@ -1,0 +1,36 @@
+"""The report stage: reports/study.md, study.json and figures/ from every net's metrics, and the same
+table, numbers and figures on the study's parent run in MLflow."""
+
+from resnet_repro.config import Params
+from resnet_repro.io import atomic_write, staged_directory, write_json
+from resnet_repro.layout import Layout
+from resnet_repro.report import figures
+from resnet_repro.report.study import (
+    collect,
+    collect_runs,
+    depth_trends,
+    markdown,
+    plain_vs_residual,
+    study_json,
+)
+from resnet_repro.tracking.runs import log_to_study_run, resolve_tracking_uri
+
+
+def write_report(params: Params, layout: Layout) -> list[dict]:
+    runs = collect_runs(params, layout)  # every input is read and checked before anything is written
+    rows = collect(params, layout, runs)
+    pairs = plain_vs_residual(rows, params.data.dataset)
+    trends = depth_trends(rows)
+    with staged_directory(layout.reports_dir / "figures") as directory:
+        drawn = figures.draw_all(runs, params.data.dataset, directory)
+    write_json(layout.reports_dir / "study.json", study_json(params, rows, pairs, trends, drawn))
+    text = markdown(params, rows, pairs, trends, drawn)
+    atomic_write(layout.reports_dir / "study.md", lambda temporary: temporary.write_text(text))
+    print(text, flush=True)
+    summary = {f"{row['variant']}.{key}": row[key] for row in rows for key in ("top1_error_mean", "top5_error_mean")
+               if row[key] is not None}
+    outputs = [layout.reports_dir / name for name in ("study.md", "study.json", "figures")]
+    parent = log_to_study_run(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
+                              params.study.name, outputs, summary)
+    print(f"Logged the report to MLflow run {parent} (study {params.study.name!r})", flush=True)
+    return rows
