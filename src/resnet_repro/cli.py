@@ -8,6 +8,7 @@ tests/test_cli.py checks that building the parser imports none of them.
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +17,6 @@ _MODEL_COLUMNS = ("name", "family", "dataset", "depth", "block", "shortcut", "pa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # studies.py defines its own commands; importing it costs about 0.1 s (pydantic, for config).
-    from resnet_repro import studies
-
     parser = argparse.ArgumentParser(
         prog="resnet-repro",
         description="Deep Residual Learning (He et al., 2015) reproduced: list the nets and studies, select a "
@@ -27,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models_command(commands)
     _add_registry_commands(commands)
     _add_bench_commands(commands)
-    studies.add_commands(commands)
+    _add_study_commands(commands)
+    _add_recipe_commands(commands)
     return parser
 
 
@@ -35,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
+    except BrokenPipeError:  # `resnet-repro models | head`: the reader left; say nothing (Python's docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, LookupError, FileNotFoundError, ConnectionError) as error:
         print(f"resnet-repro {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -317,3 +319,67 @@ def _project_archive(params_path: Path, command: str) -> Path:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- study and recipe: the paper's studies and training recipes, written into params.yaml ----------
+
+def _add_study_commands(commands: argparse._SubParsersAction) -> None:
+    study = commands.add_parser("study", help="list the paper's studies, or select one in params.yaml")
+    what = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    what.add_parser("list", help="the named studies and their nets").set_defaults(handler=_list_studies)
+    choose = what.add_parser("select", help="write a study's nets and settings into params.yaml; then `dvc repro`")
+    choose.add_argument("name", help="a study name from `resnet-repro study list`")
+    choose.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: ./params.yaml")
+    choose.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: keep study.seeds)")
+    choose.add_argument("--root", type=Path, help="the image folder of an ImageNet study (sets data.root)")
+    choose.set_defaults(handler=_select_study)
+
+
+def _list_studies(args: argparse.Namespace) -> int:
+    from resnet_repro.studies import STUDIES
+
+    for study in STUDIES.values():
+        print(f"{study.name:28} {study.description}\n{'':28} nets: {', '.join(study.variants)}")
+    return 0
+
+
+def _select_study(args: argparse.Namespace) -> int:
+    from resnet_repro.studies import select
+
+    changes = select(args.name, args.params, args.seeds, args.root)
+    print(f"{args.params}: selected study {args.name!r}")
+    for key, value in changes.items():
+        print(f"  {key} = {value}")
+    print("Run `dvc repro` (or `dvc exp run`) to train, evaluate, register and report its nets.")
+    return 0
+
+
+def _add_recipe_commands(commands: argparse._SubParsersAction) -> None:
+    from resnet_repro.train.recipe import RECIPES  # plain data: no torch behind it
+
+    recipe = commands.add_parser("recipe", help="list the paper's training recipes, or write one into params.yaml")
+    what = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
+    what.add_parser("list", help="the recipes and their values").set_defaults(handler=_list_recipes)
+    choose = what.add_parser("select", help="write a recipe's values into params.yaml's train section")
+    choose.add_argument("name", choices=sorted(RECIPES), help="cifar (Section 4.2) or imagenet (Section 3.4)")
+    choose.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: ./params.yaml")
+    choose.set_defaults(handler=_select_recipe)
+
+
+def _list_recipes(args: argparse.Namespace) -> int:
+    from resnet_repro.train.recipe import RECIPES
+
+    for name, values in RECIPES.items():
+        print(f"{name}:\n" + "".join(f"  {key}: {value}\n" for key, value in values.items()), end="")
+    return 0
+
+
+def _select_recipe(args: argparse.Namespace) -> int:
+    from resnet_repro.config import update_params_file
+    from resnet_repro.train.recipe import recipe_settings
+
+    changes = recipe_settings(args.name)
+    update_params_file(args.params, changes)
+    print(f"{args.params}: wrote the {args.name} recipe into train ({len(changes)} keys); "
+          f"`dvc params diff` shows what changed")
+    return 0

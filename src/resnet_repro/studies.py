@@ -10,13 +10,12 @@ selection never inherits the scale of the study selected before it. Seeds are th
 kept unless `--seeds` is given.
 """
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from resnet_repro.config import load_params, update_params_file
-from resnet_repro.train.recipe import RECIPES, recipe_settings
+from resnet_repro.train.recipe import recipe_settings
 
 # The paper's CIFAR-10 setting (Section 4.2): the cifar recipe (64k iterations, lr /10 at 32k and 48k,
 # warm-up for 110 layers). The paper chose that schedule on a 45k/5k split, then trained the nets of
@@ -95,56 +94,3 @@ def select(name: str, params_path: Path, seeds: list[int] | None = None, root: P
                          f"pass --root DIR (DIR/train/<wnid>/*, DIR/val/<wnid>/*)")
     update_params_file(params_path, changes)
     return changes
-
-
-# --- the command line ------------------------------------------------------------------------------
-
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    study = commands.add_parser("study", help="list the paper's studies, or select one in params.yaml")
-    what = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
-    listing = what.add_parser("list", help="the named studies and their nets")
-    listing.set_defaults(handler=_list)
-    choose = what.add_parser("select", help="write a study's nets and settings into params.yaml; then `dvc repro`")
-    choose.add_argument("name", help="a study name from `resnet-repro study list`")
-    choose.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: ./params.yaml")
-    choose.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: keep study.seeds)")
-    choose.add_argument("--root", type=Path, help="the image folder of an ImageNet study (sets data.root)")
-    choose.set_defaults(handler=_select)
-
-    recipe = commands.add_parser("recipe", help="list the paper's training recipes, or write one into params.yaml")
-    what = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
-    listing = what.add_parser("list", help="the recipes and their values")
-    listing.set_defaults(handler=_list_recipes)
-    choose = what.add_parser("select", help="write a recipe's values into params.yaml's train section")
-    choose.add_argument("name", choices=sorted(RECIPES), help="cifar (Section 4.2) or imagenet (Section 3.4)")
-    choose.add_argument("--params", type=Path, default=Path("params.yaml"), help="default: ./params.yaml")
-    choose.set_defaults(handler=_select_recipe)
-
-
-def _list(args: argparse.Namespace) -> int:
-    for study in STUDIES.values():
-        print(f"{study.name:28} {study.description}\n{'':28} nets: {', '.join(study.variants)}")
-    return 0
-
-
-def _select(args: argparse.Namespace) -> int:
-    changes = select(args.name, args.params, args.seeds, args.root)
-    print(f"{args.params}: selected study {args.name!r}")
-    for key, value in changes.items():
-        print(f"  {key} = {value}")
-    print("Run `dvc repro` (or `dvc exp run`) to train, evaluate, register and report its nets.")
-    return 0
-
-
-def _list_recipes(args: argparse.Namespace) -> int:
-    for name, values in RECIPES.items():
-        print(f"{name}:\n" + "".join(f"  {key}: {value}\n" for key, value in values.items()), end="")
-    return 0
-
-
-def _select_recipe(args: argparse.Namespace) -> int:
-    changes = recipe_settings(args.name)
-    update_params_file(args.params, changes)
-    print(f"{args.params}: wrote the {args.name} recipe into train ({len(changes)} keys); "
-          f"`dvc params diff` shows what changed")
-    return 0
