@@ -7,6 +7,7 @@ Every command of README.md's bash blocks is either run here (`dvc exp run` and `
 that is neither fails `test_every_readme_command_is_run_or_covered`, so the README cannot drift.
 """
 
+import json
 import os
 import re
 import shlex
@@ -228,3 +229,26 @@ def test_early_training_check_at_a_tiny_scale(cifar10_archive):
         output = run([str(VENV_BIN / "python"), "scripts/early_training_check.py", "--net", net, "--depth", "20",
                       "--iterations", "3", "--archive", str(cifar10_archive)], REPOSITORY, timeout=600).stdout
         assert re.search(rf"^{net} resnet20 iteration 3: loss \d+\.\d+, training error [01]\.\d+", output, re.MULTILINE), output
+
+
+def test_referee_trains_a_few_iterations_and_resumes(tmp_path, cifar10_archive):
+    out = tmp_path / "referee"
+    command = [str(VENV_BIN / "python"), "scripts/referee_cifar.py", "--archive", str(cifar10_archive),
+               "--out", str(out), "--batch-size", "16", "--milestones", "3", "--eval-every", "2", "--threads", "1"]
+    run([*command, "--iterations", "4"], REPOSITORY, timeout=600)
+    first = json.loads((out / "result.json").read_text())
+    assert first["iterations"] == 4 and 0 <= first["test_error"] <= 1
+    resumed = run([*command, "--iterations", "6"], REPOSITORY, timeout=600).stdout
+    assert "resumed at iteration 4" in resumed
+    header, *rows = (out / "curve.tsv").read_text().splitlines()
+    assert header.split("\t")[:3] == ["iteration", "train_error", "test_error"]
+    assert [int(row.split("\t")[0]) for row in rows] == [2, 4, 6]
+
+
+def test_every_script_is_run_by_a_test():
+    """A script in scripts/ is a command a user is given: a test (or .ci/run) names it, to run it."""
+    tests = "".join(path.read_text() for path in (REPOSITORY / "tests").glob("test_*.py"))
+    tests += (REPOSITORY / ".ci" / "run").read_text()
+    unrun = [path.name for path in (REPOSITORY / "scripts").iterdir()
+             if path.is_file() and f"scripts/{path.name}" not in tests and f'"{path.name}"' not in tests]
+    assert not unrun, f"scripts no test runs: {unrun}"

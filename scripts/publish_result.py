@@ -1,0 +1,140 @@
+"""Publish one trained net of a project as a results folder: weights, metrics, curves, a figure, a README.
+
+    python scripts/publish_result.py --project . --variant resnet20 --seed 0 --out results/cifar10-resnet20
+
+PROJECT is a directory where `dvc repro train@VARIANT-SEED evaluate@VARIANT-SEED` ran. The folder gets
+model.safetensors, preprocess.safetensors and model.json (as the train stage wrote them), train.json,
+eval.json, curve.tsv, errors.tsv and responses.json, errors.png (training and test error against
+iterations, as Figure 6 draws them) and README.md: the command, the commit, the machine, the wall time,
+images/s, the test error beside the paper's and the iterations at which it first fell below 10% and 9%.
+The folder is written under a temporary name and swapped in whole. The sha256 of each weights file is
+printed: `resnet_repro.models.weights` lists it beside the folder's path.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from resnet_repro import models
+from resnet_repro.artifacts import load_trained
+from resnet_repro.io import file_sha256, staged_directory
+from resnet_repro.layout import Layout
+from resnet_repro.report.figures import training_curves
+from resnet_repro.report.paper import CIFAR10
+from resnet_repro.report.runs import read_run
+
+MODEL_FILES = ("model.safetensors", "preprocess.safetensors", "model.json")
+METRICS_FILES = ("train.json", "eval.json", "curve.tsv", "errors.tsv", "responses.json")
+THRESHOLDS = (0.10, 0.09)
+
+
+def first_step_below(steps: np.ndarray, errors: np.ndarray, threshold: float) -> int | None:
+    below = np.flatnonzero(errors < threshold)
+    return int(steps[below[0]]) if len(below) else None
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA)"
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        text = cpuinfo.read_text()
+        names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+        flags = set(text.split())
+        units = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX")) if flag in flags]
+        cpu += f", {'with ' + ' and '.join(units) if units else 'no bf16 units'}"
+    return f"{os.cpu_count()}-core {cpu}, no GPU"
+
+
+def training_run(project: Path, run_id: str) -> tuple[dict, dict]:
+    """The params and tags of the MLflow run that trained the net (precision, device, git commit)."""
+    from mlflow import MlflowClient
+
+    database = project / "mlflow.db"
+    if not database.exists():
+        return {}, {}
+    found = MlflowClient(f"sqlite:///{database}").get_run(run_id)
+    return found.data.params, found.data.tags
+
+
+def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dict[float, int | None],
+           params: dict, tags: dict, sha256: dict[str, str]) -> str:
+    test_error = 100 * evaluation["test_top1_error"]
+    paper = CIFAR10.get(models.spec(variant).depth)
+    hours = training["train_seconds"] / 3600
+    precision = tags.get("precision") or params.get("precision") or "not recorded"
+    below = ", ".join(f"below {100 * t:.0f}% at iteration {s:,}" if s is not None else f"never below {100 * t:.0f}%"
+                      for t, s in steps.items())
+    lines = [
+        f"# CIFAR-10 {variant}, seed {seed}, at full length", "",
+        f"Test error **{test_error:.2f}%** on the 10,000 test images (one view each, float32), "
+        + (f"against the paper's {paper.resnet_test_error}% (Table 6). " if paper and paper.resnet_test_error else "")
+        + f"Test error first {below}.", "",
+        "| | |", "|---|---|",
+        f"| command | `dvc repro train@{variant}-{seed} evaluate@{variant}-{seed}` |",
+        f"| commit | `{tags.get('git_commit', 'not recorded')}` |",
+        f"| iterations | {training['iterations']:,} (batch {params.get('train.batch_size', '?')}) |",
+        f"| machine | {machine()} |",
+        f"| precision | {precision} (`train.precision: {params.get('train.precision', '?')}`) |",
+        f"| wall time | {hours:.2f} h of training |",
+        f"| images/s | {training['images_per_second']:.0f} (training, mean) |",
+        f"| final training error | {100 * training['final_train_error']:.2f}% |", "",
+        "Files: `model.safetensors`, `preprocess.safetensors` (the per-pixel mean the net subtracts) and "
+        "`model.json` load with `resnet_repro.artifacts.load_trained(this_folder)`; `train.json`, `eval.json`, "
+        "`curve.tsv` (loss and training error), `errors.tsv` (test error every `train.eval_every` iterations), "
+        "`responses.json` (Figure 7) are the stages' own outputs; `errors.png` draws the curves as Figure 6 does.", "",
+        "sha256:", "",
+        *[f"- `{name}`: `{digest}`" for name, digest in sha256.items()], "",
+    ]
+    return "\n".join(lines)
+
+
+def publish(project: Path, variant: str, seed: int, out: Path) -> dict[str, str]:
+    layout = Layout(project)
+    model_dir, metrics_dir = layout.model_dir(variant, seed), layout.metrics_dir(variant, seed)
+    sources = [model_dir / name for name in MODEL_FILES] + [metrics_dir / name for name in METRICS_FILES]
+    missing = [str(path) for path in sources if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"not found: {', '.join(missing)}; run `dvc repro train@{variant}-{seed} "
+                                f"evaluate@{variant}-{seed}` in {project} first")
+    load_trained(model_dir, "cpu")  # refuses weights this code cannot load, before anything is written
+    run = read_run(layout, variant, seed)
+    steps = {t: first_step_below(run.errors["step"], run.errors["test_error"], t) for t in THRESHOLDS}
+    params, tags = training_run(project, run.training["mlflow_run_id"])
+    with staged_directory(out) as directory:
+        for source in sources:
+            shutil.copy2(source, directory / source.name)
+        sha256 = {name: file_sha256(directory / name) for name in ("model.safetensors", "preprocess.safetensors")}
+        training_curves({variant: [run]}, "cifar10", directory / "errors.png")
+        (directory / "README.md").write_text(readme(variant, seed, run.training, run.evaluation, steps, params,
+                                                    tags, sha256))
+    return sha256
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=Path, default=Path("."), help="where the stages ran (default: .)")
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="the results folder to write")
+    args = parser.parse_args()
+    try:
+        sha256 = publish(args.project.resolve(), args.variant, args.seed, args.out)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"publish_result: error: {error}")
+    print(json.dumps({"out": str(args.out), "sha256": sha256}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
