@@ -89,10 +89,10 @@ def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dic
         f"| wall time | {hours:.2f} h of training |",
         f"| images/s | {training['images_per_second']:.0f} (training, mean) |",
         f"| final training error | {100 * training['final_train_error']:.2f}% |", "",
-        "Files: `model.safetensors`, `preprocess.safetensors` (the per-pixel mean the net subtracts) and "
+        ("Files: `model.safetensors`, `preprocess.safetensors` (the per-pixel mean the net subtracts) and "
         "`model.json` load with `resnet_repro.artifacts.load_trained(this_folder)`; `train.json`, `eval.json`, "
         "`curve.tsv` (loss and training error), `errors.tsv` (test error every `train.eval_every` iterations), "
-        "`responses.json` (Figure 7) are the stages' own outputs; `errors.png` draws the curves as Figure 6 does.", "",
+        "`responses.json` (Figure 7) are the stages' own outputs; `errors.png` draws the curves as Figure 6 does."), "",
         "sha256:", "",
         *[f"- `{name}`: `{digest}`" for name, digest in sha256.items()], "",
     ]
