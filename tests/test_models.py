@@ -16,19 +16,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from resnet_repro import cli
 from resnet_repro.models import (
     Block,
+    PadShortcut,
     PreActBlock,
+    ResNet,
     build,
-    build_spec,
     count_flops,
     count_params,
     describe,
-    from_torchvision,
-    layer_responses,
     names,
+    response_modules,
     spec,
-    torchvision_key,
 )
-from resnet_repro.models.resnet import PadShortcut
 
 # Table 6, as printed: (depth, params in millions with the paper's number of decimals).
 TABLE6_PARAMS = [(20, "0.27"), (32, "0.46"), (44, "0.66"), (56, "0.85"), (110, "1.7"), (1202, "19.4")]
@@ -62,7 +60,7 @@ def _small(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     s = spec(name, **options)
     s = replace(s, blocks_per_stage=(2,) * len(s.blocks_per_stage))
     torch.manual_seed(0)
-    model = build_spec(s)
+    model = ResNet(s)
     size = SMALL_INPUT[s.dataset]
     return model, torch.randn(2, 3, size, size), torch.randint(0, s.num_classes, (2,))
 
@@ -137,25 +135,38 @@ def test_count_flops_is_multiply_adds_of_convs_and_fc():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_count_flops_equals_one_counted_pass_over_the_whole_net(kind):
-    # count_flops counts a repeated block once; a single FlopCounterMode pass must agree.
+def test_describe_counts_equal_the_whole_net(kind):
+    # describe measures a net cut to two blocks a stage and adds the cut blocks; the whole net must agree.
     name, options = KINDS[kind]
     s = spec(name, **options)
     with torch.device("meta"):
-        model = build_spec(s).eval()
+        model = ResNet(s).eval()
         with FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, s.input_size, s.input_size))
-    assert count_flops(model, s.input_size) == counter.get_total_flops() // 2 > 0
+    row = describe(name, **options)
+    assert row["flops"] == count_flops(model, s.input_size) == counter.get_total_flops() // 2 > 0
+    assert row["params"] == count_params(model)
 
 
 # torchvision parity
 
 
+@pytest.mark.parametrize("depth", sorted(TORCHVISION_PARAMS))
+def test_torchvision_state_dicts_load_as_they_are(depth):
+    # On the meta device (no memory, no init): strict loading still checks every key and shape, both ways.
+    with torch.device("meta"):
+        reference = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        model = build(f"resnet{depth}", stride_placement="v1.5")
+    model.load_state_dict(reference.state_dict())
+    assert list(model.state_dict()) == list(reference.state_dict())  # in the same order, too
+    assert [name for name, _ in model.named_children()] == [name for name, _ in reference.named_children()]
+
+
 @pytest.mark.parametrize("depth", [18, 50])
 def test_torchvision_state_dict_gives_the_same_logits(depth):
     torch.manual_seed(0)
-    reference = getattr(torchvision.models, f"resnet{depth}")().eval()
-    # Fresh BNs are the identity in eval mode, which would hide two BNs swapped by the key map.
+    reference = getattr(torchvision.models, f"resnet{depth}")(weights=None).eval()
+    # Fresh BNs are the identity in eval mode, which would hide two BNs swapped in a block.
     with torch.no_grad():
         for bn in (m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.weight.uniform_(0.5, 1.5)
@@ -163,7 +174,7 @@ def test_torchvision_state_dict_gives_the_same_logits(depth):
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
     model = build(f"resnet{depth}", stride_placement="v1.5").eval()
-    model.load_state_dict(from_torchvision(reference.state_dict()))  # strict: every key, both ways
+    model.load_state_dict(reference.state_dict())  # strict: every key, both ways
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = reference(images)
@@ -171,27 +182,40 @@ def test_torchvision_state_dict_gives_the_same_logits(depth):
         torch.testing.assert_close(model(images), expected, rtol=1e-4, atol=atol)
 
 
-def test_torchvision_key_map():
-    assert torchvision_key("layer3.22.bn2.running_var") == "layer3.22.bns.1.running_var"
-    assert torchvision_key("layer2.0.downsample.0.weight") == "layer2.0.shortcut.0.weight"
-    assert torchvision_key("fc.bias") == "head.fc.bias"
-    with pytest.raises(KeyError, match="avgpool.weight"):
-        torchvision_key("avgpool.weight")
-
-
 # Structure and initialisation
 
 
-def test_plain_blocks_have_no_shortcut_and_residual_blocks_do():
-    assert all(b.shortcut is None for b in build("plain20").modules() if isinstance(b, Block))
-    assert all(b.shortcut is not None for b in build("resnet20").modules() if isinstance(b, Block))
+def test_cifar_nets_have_a_3x3_stem_three_stages_and_no_maxpool():
+    model = build("resnet20")
+    assert [name for name, _ in model.named_children()] == [
+        "conv1", "bn1", "relu", "layer1", "layer2", "layer3", "avgpool", "fc"
+    ]  # fmt: skip
+    assert model.conv1.kernel_size == (3, 3) and model.maxpool is None and model.layers == [
+        model.layer1, model.layer2, model.layer3
+    ]  # fmt: skip
+    # Pre-activation: the first block normalises conv1's output, a BN-ReLU ends the last stage.
+    preact = build("preact-resnet110")
+    assert preact.bn1 is None and preact.final_bn.num_features == 64
+
+
+def test_plain_nets_are_residual_nets_without_the_additions():
+    plain, residual = build("plain20").eval(), build("resnet20").eval()
+    assert not any(b.residual for b in plain.modules() if isinstance(b, Block))
+    assert all(b.residual for b in residual.modules() if isinstance(b, Block))
+    plain.load_state_dict(residual.state_dict())  # option A: the very same parameters
+    x = torch.randn(2, 16, 8, 8)
+    r = residual.layer1[0]
+    with torch.no_grad():
+        branch = r.bn2(r.conv2(F.relu(r.bn1(r.conv1(x)))))
+        torch.testing.assert_close(r(x), F.relu(branch + x))
+        torch.testing.assert_close(plain.layer1[0](x), F.relu(branch))
 
 
 def test_shortcut_options_b_and_c():
     b, c = build("resnet34"), build("resnet34-c")
 
     def projections(model):
-        return sum(isinstance(m.shortcut, nn.Sequential) for m in model.modules() if isinstance(m, Block))
+        return sum(isinstance(m.downsample, nn.Sequential) for m in model.modules() if isinstance(m, Block))
 
     assert projections(b) == 3  # conv3_1, conv4_1, conv5_1: where dimensions increase
     assert projections(c) == 16  # every block
@@ -199,13 +223,13 @@ def test_shortcut_options_b_and_c():
 
 def test_stride_placement_moves_the_stride_within_the_bottleneck():
     v1, v15 = build("resnet50").layer2[0], build("resnet50", stride_placement="v1.5").layer2[0]
-    assert [conv.stride for conv in v1.convs] == [(2, 2), (1, 1), (1, 1)]
-    assert [conv.stride for conv in v15.convs] == [(1, 1), (2, 2), (1, 1)]
+    assert [v1.conv1.stride, v1.conv2.stride, v1.conv3.stride] == [(2, 2), (1, 1), (1, 1)]
+    assert [v15.conv1.stride, v15.conv2.stride, v15.conv3.stride] == [(1, 1), (2, 2), (1, 1)]
 
 
 def test_init_is_he_normal_fan_out_and_unit_bn():
     model = build("resnet56")
-    conv = model.layer3[4].convs[1]  # 64 -> 64, 3x3: fan_out 576, std sqrt(2/576)
+    conv = model.layer3[4].conv2  # 64 -> 64, 3x3: fan_out 576, std sqrt(2/576)
     assert conv.weight.std().item() == pytest.approx((2 / 576) ** 0.5, rel=0.05)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(torch.equal(bn.weight, torch.ones_like(bn.weight)) and not bn.bias.any() for bn in bns)
@@ -234,15 +258,16 @@ def _zero_padded_subsample(x: torch.Tensor, channels: int, stride: int) -> torch
 def test_zero_init_residual_makes_blocks_identity_or_zero_padded_subsample(name):
     model = build(name, zero_init_residual=True).eval()
     blocks = [m for m in model.modules() if isinstance(m, (Block, PreActBlock))]
-    assert any(isinstance(b.shortcut, PadShortcut) for b in blocks)
+    assert any(isinstance(b.downsample, PadShortcut) for b in blocks)
     torch.manual_seed(0)
     with torch.no_grad():
         for block in blocks:
             # Original blocks receive the previous block's ReLU output, hence non-negative inputs; a
             # pre-activation block's fresh BN-ReLU leaves those as they are but for BN's epsilon.
-            x = torch.randn(2, block.convs[0].in_channels, 8, 8).relu()
-            stride = block.convs[0].stride[0] * block.convs[1].stride[0]
-            expected = _zero_padded_subsample(x, block.convs[-1].out_channels, stride)
+            last = block.conv2 if block.conv3 is None else block.conv3
+            x = torch.randn(2, block.conv1.in_channels, 8, 8).relu()
+            stride = block.conv1.stride[0] * block.conv2.stride[0]
+            expected = _zero_padded_subsample(x, last.out_channels, stride)
             torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -284,8 +309,8 @@ def test_bad_names_say_what_is_valid(name, expected):
 @pytest.mark.parametrize(
     ("name", "options", "expected"),
     [
-        ("resnet20", {"stride": 2}, "options are shortcut ('A' | 'B' | 'C'), stride_placement ('v1' | 'v1.5'), "
-                                    "zero_init_residual (False | True), num_classes"),
+        ("resnet20", {"stride": 2}, ("options are shortcut ('A' | 'B' | 'C'), stride_placement ('v1' | 'v1.5'), "
+                                     "zero_init_residual (False | True), num_classes")),
         ("resnet20", {"shortcut": "d"}, "shortcut must be one of 'A' | 'B' | 'C', got 'd'"),
         ("resnet20", {"shortcut": None}, "shortcut must be one of 'A' | 'B' | 'C', got None"),
         ("resnet20-b", {"shortcut": "C"}, "the name says shortcut 'B', the option 'C'"),
@@ -303,7 +328,7 @@ def test_bad_options_say_what_is_valid(name, options, expected):
 
 
 def test_options_apply():
-    assert build("resnet20", num_classes=100).head.fc.out_features == 100
+    assert build("resnet20", num_classes=100).fc.out_features == 100
     assert spec("resnet50", stride_placement="v1.5").stride_placement == "v1.5"
     assert spec("resnet20", shortcut="B") == spec("resnet20-b") == spec("resnet20-b", shortcut="b")
     assert spec("resnet20", shortcut="B").name == "resnet20-b"
@@ -314,21 +339,18 @@ def test_options_apply():
 # Layer responses (Figure 7)
 
 
-def test_layer_responses_hook_every_3x3_bn_and_restore_the_mode():
-    model = build("resnet20").train()
-    images = torch.randn(4, 3, 32, 32)
-    responses = layer_responses(model, images)
-    assert len(responses) == 18 and model.training
-    assert list(responses)[:2] == ["layer1.0.bns.0", "layer1.0.bns.1"]
-    assert responses["layer3.2.bns.1"].shape == (4, 64, 8, 8)
-    model.eval()
-    with torch.no_grad():
-        first = model.layer1[0]
-        expected = first.bns[0](first.convs[0](model.stem(images)))
-    torch.testing.assert_close(responses["layer1.0.bns.0"], expected)
-    preact = layer_responses(build("preact-resnet20"), images[:1])
-    assert len(preact) == 18 and all(".convs." in name for name in preact)
-    assert len(layer_responses(build("resnet50"), torch.randn(1, 3, 64, 64))) == 16  # one 3x3 per bottleneck
+def test_response_modules_are_every_3x3_layer_in_forward_order():
+    model = build("resnet20")
+    modules = response_modules(model)
+    assert len(modules) == 18  # 3 stages x 3 blocks x 2 layers
+    assert list(modules)[:3] == ["layer1.0.bn1", "layer1.0.bn2", "layer1.1.bn1"]
+    assert modules["layer3.2.bn2"] is model.layer3[2].bn2
+    # Pre-activation blocks: BN precedes the conv, so the 3x3 conv's output is the response.
+    preact = response_modules(build("preact-resnet20"))
+    assert len(preact) == 18 and all(m.kernel_size == (3, 3) for m in preact.values())
+    assert all(isinstance(m, nn.Conv2d) for m in preact.values())
+    bottlenecks = response_modules(build("resnet50"))  # one 3x3 per bottleneck
+    assert len(bottlenecks) == 16 and all(name.endswith(".bn2") for name in bottlenecks)
 
 
 # Every kind, the ways it is run

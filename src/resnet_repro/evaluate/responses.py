@@ -12,7 +12,7 @@ from resnet_repro.models import response_modules
 
 @torch.no_grad()
 def response_stds(model: torch.nn.Module, loader) -> list[dict]:
-    """[{"layer": 1, "name": "layer1.0.bns.0", "std": ...}, ...] in forward order."""
+    """[{"layer": 1, "name": "layer1.0.bn1", "std": ...}, ...] in forward order."""
     modules = response_modules(model)
     sums = {name: torch.zeros(3, dtype=torch.float64) for name in modules}  # count, sum, sum of squares
 

@@ -4,31 +4,31 @@
     build("resnet50", stride_placement="v1.5", zero_init_residual=True)
     build("resnet20", shortcut="B")    # the same net as build("resnet20-b")
     spec("resnet110-b")                # what a name builds, without building it
+    ResNet(spec("resnet110-b"))        # what build("resnet110-b") does
     names()                            # the nets of the papers
 
-Names and options: `zoo`. Blocks and the network class: `resnet`. Counting and Figure 7: `audit`.
-torchvision weights: `torchvision_keys`.
+Module names are torchvision's: `build("resnet50", stride_placement="v1.5")` loads the state dict of
+`torchvision.models.resnet50()` as it is.
+
+Names and options: `zoo`. `ModelSpec`, the blocks and the network class: `resnet`. Counting and
+Figure 7's layers: `audit`.
 """
 
-from resnet_repro.models.audit import count_flops, count_params, describe, layer_responses, response_modules
-from resnet_repro.models.resnet import Block, PreActBlock, ResNet
-from resnet_repro.models.torchvision_keys import from_torchvision, torchvision_key
-from resnet_repro.models.zoo import ModelSpec, build, build_spec, names, spec
+from resnet_repro.models.audit import count_flops, count_params, describe, response_modules
+from resnet_repro.models.resnet import Block, ModelSpec, PadShortcut, PreActBlock, ResNet
+from resnet_repro.models.zoo import build, names, spec
 
 __all__ = [
     "Block",
     "ModelSpec",
+    "PadShortcut",
     "PreActBlock",
     "ResNet",
     "build",
-    "build_spec",
     "count_flops",
     "count_params",
     "describe",
-    "from_torchvision",
-    "layer_responses",
     "names",
     "response_modules",
     "spec",
-    "torchvision_key",
 ]

@@ -1,7 +1,6 @@
-"""Measuring nets: parameters, multiply-adds, and the layer responses of Figure 7."""
+"""Measuring nets: parameters, multiply-adds, and the modules whose outputs Figure 7 plots."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -9,58 +8,40 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from resnet_repro.models.zoo import ModelSpec, build_spec, spec
+from resnet_repro.models.resnet import ModelSpec, ResNet
+from resnet_repro.models.zoo import spec
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@contextmanager
-def _inference(model: nn.Module) -> Iterator[None]:
-    # Eval mode so BN uses (and does not update) its running statistics; the caller's mode returns.
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def count_flops(model: nn.Module, input_size: int) -> int:
     """Multiply-adds of one forward pass on one `input_size` x `input_size` RGB image.
 
-    FlopCounterMode counts 2 FLOPs per multiply-add; the paper's "FLOPs" are multiply-adds, hence
-    the halving. Convolutions and the fc are counted; BN, ReLU, pooling and additions are not, as
-    in the paper. Works on a model on the meta device, which costs no memory and does no arithmetic.
+    Convolutions and the fc are counted; BN, ReLU, pooling and additions are not, as in the paper.
+    Works on a model on the meta device, which costs no memory and does no arithmetic.
+    """
+    return _flops_by_module(model, input_size)["Global"]
 
-    Running a meta tensor through BN or ReLU is still slow (their meta kernels are Python), and
-    ResNet-1202 has 600 blocks that are copies of 6: so the children of an `nn.Sequential` are
-    counted one by one, and a child with the configuration (its repr) and the input shape of one
-    already counted is not run again. Every number still comes from FlopCounterMode.
+
+def _flops_by_module(model: nn.Module, input_size: int) -> dict[str, int]:
+    """Multiply-adds by module, named as FlopCounterMode names them: "Global" for the whole pass,
+    "ResNet.layer1.1" for the second block of a ResNet's first stage.
+
+    FlopCounterMode counts 2 FLOPs per multiply-add; the paper's "FLOPs" are multiply-adds, hence
+    the halving.
     """
     weight = next(model.parameters())
     image = torch.zeros(1, 3, input_size, input_size, device=weight.device, dtype=weight.dtype)
-    with _inference(model):
-        flops, _ = _count_flops(model, image, {})
-    return flops // 2
-
-
-def _count_flops(module: nn.Module, x: torch.Tensor, counted: dict) -> tuple[int, torch.Tensor]:
-    """FLOPs of `module(x)` and its output; `counted` holds the results by (repr, input shape)."""
-    if type(module).forward is nn.Sequential.forward:  # runs its children in turn, nothing else
-        total = 0
-        for child in module:
-            flops, x = _count_flops(child, x, counted)
-            total += flops
-        return total, x
-    key = (repr(module), x.shape, x.dtype, x.device)
-    if key not in counted:
-        with FlopCounterMode(display=False) as counter:
-            output = module(x)
-        counted[key] = counter.get_total_flops(), output
-    return counted[key]
+    was_training = model.training
+    model.eval()  # BN uses (and does not update) its running statistics
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(image)
+    finally:
+        model.train(was_training)
+    return {name: sum(counts.values()) // 2 for name, counts in counter.get_flop_counts().items()}
 
 
 def describe(name: str, **options: Any) -> dict[str, Any]:
@@ -71,37 +52,31 @@ def describe(name: str, **options: Any) -> dict[str, Any]:
 
 @cache
 def _measure(s: ModelSpec) -> dict[str, int]:
-    # Per spec, once a process: names that are aliases (resnet20, resnet20-a) share the entry.
+    """Parameters and multiply-adds of the net `s`, measured on a copy with at most two blocks a stage.
+
+    The blocks after the first of a stage are alike (same channels in and out, stride 1, same
+    shortcut), so the full net has the copy's counts plus, for each stage, its second block's once
+    per block cut. ResNet-1202's 600 blocks are so measured as 6: on the meta device, where the
+    measuring runs, BN and ReLU have slow (Python) kernels. Cached per spec, once a process.
+    """
+    short = replace(s, blocks_per_stage=tuple(min(count, 2) for count in s.blocks_per_stage))
     with torch.device("meta"):
-        model = build_spec(s)
-    return {"params": count_params(model), "flops": count_flops(model, s.input_size)}
+        model = ResNet(short)
+    params = count_params(model)
+    flops = _flops_by_module(model, s.input_size)
+    total_flops = flops["Global"]
+    for index, (count, layer) in enumerate(zip(s.blocks_per_stage, model.layers), start=1):
+        if cut := count - len(layer):
+            params += cut * count_params(layer[1])
+            total_flops += cut * flops[f"ResNet.layer{index}.1"]
+    return {"params": params, "flops": total_flops}
 
 
 def response_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Every module whose output is a 3x3 layer's response (Figure 7), by its name in `model`."""
+    """Every module whose output is a 3x3 layer's response (Figure 7), by its name in `model`, in
+    forward order: each block's `responses()`."""
     found = {}
     for prefix, module in model.named_modules():
         if hasattr(module, "responses"):
             found.update({f"{prefix}.{name}": m for name, m in module.responses().items()})
     return found
-
-
-def layer_responses(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The response of each 3x3 layer to `images`, in forward order, from one eval-mode pass.
-
-    Original blocks: the BN output after each 3x3 conv, before ReLU and addition (Figure 7's
-    definition). Pre-activation blocks: each 3x3 conv's output. Figure 7 plots `.std()` of each.
-    """
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep(name: str):
-        return lambda _module, _inputs, output: captured.__setitem__(name, output)
-
-    handles = [module.register_forward_hook(keep(name)) for name, module in response_modules(model).items()]
-    try:
-        with _inference(model):
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured

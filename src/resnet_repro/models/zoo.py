@@ -18,32 +18,10 @@ Grammar (a name says what it builds; `spec(name).name` is the canonical spelling
 """
 
 import re
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
-from torch import nn
-
-from resnet_repro.models.resnet import ResNet
-
-Family = Literal["plain", "residual", "preact"]
-Dataset = Literal["cifar10", "imagenet"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str  # canonical
-    family: Family
-    dataset: Dataset
-    depth: int  # weighted layers: convs and the fc, shortcuts not counted
-    block: Literal["basic", "bottleneck"]
-    shortcut: Literal["A", "B", "C"] | None  # None for plain nets
-    stride_placement: Literal["v1", "v1.5"]  # only bottlenecks differ: stride on the 1x1 / the 3x3
-    num_classes: int
-    input_size: int  # native square input, 32 or 224
-    blocks_per_stage: tuple[int, ...]
-    widths: tuple[int, ...]  # base channels per stage; bottlenecks output 4x
-    zero_init_residual: bool = False
-
+from resnet_repro.models.resnet import Dataset, Family, ModelSpec, ResNet
 
 IMAGENET_STAGES = {
     18: ("basic", (2, 2, 2, 2)),
@@ -129,26 +107,11 @@ def spec(name: str, **options: Any) -> ModelSpec:
     return replace(s, name=_canonical(s))
 
 
-def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+def build(name: str, num_classes: int | None = None, **options: Any) -> ResNet:
     """The freshly initialised net `name` (see `spec`), with `num_classes` outputs if given."""
     if num_classes is not None:
         options["num_classes"] = num_classes
-    return build_spec(spec(name, **options))
-
-
-def build_spec(s: ModelSpec) -> ResNet:
-    """The net a `ModelSpec` describes."""
-    return ResNet(
-        stem="cifar" if s.dataset == "cifar10" else "imagenet",
-        block=s.block,
-        blocks_per_stage=s.blocks_per_stage,
-        widths=s.widths,
-        shortcut=s.shortcut,
-        preact=s.family == "preact",
-        stride_placement=s.stride_placement,
-        num_classes=s.num_classes,
-        zero_init_residual=s.zero_init_residual,
-    )
+    return ResNet(spec(name, **options))
 
 
 def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int, ...]]:
