@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_repro import models
+from resnet_repro.models import weights
 from resnet_repro.io import atomic_write, file_sha256, write_json
 
 WEIGHTS, PREPROCESS, DESCRIPTION = "model.safetensors", "preprocess.safetensors", "model.json"
@@ -66,3 +67,10 @@ def load_trained(directory: Path, device: torch.device | str = "cpu") -> Trained
     module.load_state_dict(load_file(str(directory / WEIGHTS)))
     mean_image = load_file(str(directory / PREPROCESS))["mean_image"]
     return TrainedModel(module.to(device).eval(), description, mean_image.to(device))
+
+
+def load_published(ref: str, device: torch.device | str = "cpu") -> TrainedModel:
+    """The published net `ref` ("MODEL:WEIGHTS", e.g. "resnet20:cifar10"; models.weights lists them),
+    with the sha256 of its files checked against the ones published."""
+    model, _, name = ref.partition(":")
+    return load_trained(weights.folder(weights.lookup(model, name)), device)

@@ -98,7 +98,8 @@ def _add_registry_commands(commands: argparse._SubParsersAction) -> None:
         "predict", help="classify image files with a registered model",
         description="Print one line per image: path, most likely class, its probability (tab-separated). "
                     "Images not at the net's input size are resized, with a warning on stderr.")
-    predict_parser.add_argument("--model", required=True, metavar="REF", help=_REF_FORMS)
+    predict_parser.add_argument("--model", required=True, metavar="REF",
+                                help=f"{_REF_FORMS}; or published weights, MODEL:WEIGHTS, e.g. resnet20:cifar10")
     _add_tracking_uri_option(predict_parser)
     predict_parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG or JPEG files")
     predict_parser.set_defaults(handler=_predict)
@@ -235,7 +236,7 @@ def _add_bench_train(what: argparse._SubParsersAction) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from resnet_repro.train.bench import TrainBenchSettings, bench_training, compare_precisions
+    from resnet_repro.benchmarks import TrainBenchSettings, bench_training, compare_precisions
 
     settings = _settings(TrainBenchSettings, args)
     if "compile" in vars(args):
@@ -285,7 +286,7 @@ def _add_bench_startup(what: argparse._SubParsersAction) -> None:
 
 
 def _bench_startup(args: argparse.Namespace) -> int:
-    from resnet_repro.train.bench import STARTUP_PHASES, bench_startup
+    from resnet_repro.benchmarks import STARTUP_PHASES, bench_startup
 
     archive = args.archive or _project_archive(args.params, "bench startup")
     result = bench_startup(args.params, archive, model=args.model, backend=args.backend, cold=args.cold)

@@ -3,6 +3,7 @@
     build("resnet56")                  # CIFAR-10, option A shortcuts
     build("resnet50", stride_placement="v1.5", zero_init_residual=True)
     build("resnet20", shortcut="B")    # the same net as build("resnet20-b")
+    build("resnet20", weights="cifar10")  # trained by this project, published in results/
     spec("resnet110-b")                # what a name builds, without building it
     ResNet(spec("resnet110-b"))        # what build("resnet110-b") does
     names()                            # the nets of the papers
@@ -11,7 +12,7 @@ Module names are torchvision's: `build("resnet50", stride_placement="v1.5")` loa
 `torchvision.models.resnet50()` as it is.
 
 Names and options: `zoo`. `ModelSpec`, the blocks and the network class: `resnet`. Counting and
-Figure 7's layers: `audit`.
+Figure 7's layers: `audit`. Published weights: `weights`.
 """
 
 from resnet_repro.models.audit import count_flops, count_params, describe, response_modules

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from resnet_repro.models.resnet import Dataset, Family, ModelSpec, ResNet
+from resnet_repro.models.weights import load_state_dict, lookup
 
 IMAGENET_STAGES = {
     18: ("basic", (2, 2, 2, 2)),
@@ -107,11 +108,16 @@ def spec(name: str, **options: Any) -> ModelSpec:
     return replace(s, name=_canonical(s))
 
 
-def build(name: str, num_classes: int | None = None, **options: Any) -> ResNet:
-    """The freshly initialised net `name` (see `spec`), with `num_classes` outputs if given."""
+def build(name: str, num_classes: int | None = None, weights: str | None = None, **options: Any) -> ResNet:
+    """The net `name` (see `spec`), with `num_classes` outputs if given: freshly initialised, or with
+    the published `weights` ("cifar10" for `resnet20`; `models.weights.PUBLISHED` lists them all),
+    their sha256 checked first."""
     if num_classes is not None:
         options["num_classes"] = num_classes
-    return ResNet(spec(name, **options))
+    net = ResNet(spec(name, **options))
+    if weights is not None:
+        net.load_state_dict(load_state_dict(lookup(net.spec.name, weights)))
+    return net
 
 
 def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int, ...]]:

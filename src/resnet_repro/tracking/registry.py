@@ -33,7 +33,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 import resnet_repro
-from resnet_repro.artifacts import DESCRIPTION, PREPROCESS, WEIGHTS, load_trained, verify
+from resnet_repro.artifacts import (
+    DESCRIPTION,
+    PREPROCESS,
+    WEIGHTS,
+    TrainedModel,
+    load_published,
+    load_trained,
+    verify,
+)
 from resnet_repro.io import file_sha256
 from resnet_repro.tracking.runs import TRACKING_URI_ENV, connect, is_not_found
 from resnet_repro.tracking.serving import classify, decode_image
@@ -162,11 +170,19 @@ def load_registered(ref: str, tracking_uri: str | None = None, device: str = "cp
     `data.normalize` attached. `tracking_uri` None means MLflow's own default (MLFLOW_TRACKING_URI, ...)."""
     with tempfile.TemporaryDirectory(prefix="resnet-repro-pull-") as directory:
         trained = load_trained(pull(ref, Path(directory), tracking_uri or mlflow.get_tracking_uri()), device)
+    return _with_preprocessing(trained)
+
+
+def _with_preprocessing(trained: TrainedModel) -> torch.nn.Module:
     module = trained.module
     module.class_names = trained.class_names
     # A buffer follows the module across .to(device); not persistent, so the state dict stays the trained one.
     module.register_buffer("mean_image", trained.mean_image, persistent=False)
     return module
+
+
+# MODEL:WEIGHTS, the published nets of models.weights (a registry reference never has this form).
+PUBLISHED_REF = re.compile(r"[\w.-]+:[\w.-]+")
 
 
 def predict(ref: str, image_paths: Sequence[Path], tracking_uri: str | None) -> list[tuple[str, str, float]]:
@@ -175,7 +191,10 @@ def predict(ref: str, image_paths: Sequence[Path], tracking_uri: str | None) -> 
     Images not at the net's input size are resized to it, with a warning naming the file. The answers are
     those of the served model (`serving.classify`) for the same files.
     """
-    module = load_registered(ref, tracking_uri)
+    if PUBLISHED_REF.fullmatch(ref):
+        module = _with_preprocessing(load_published(ref))  # no MLflow store needed
+    else:
+        module = load_registered(ref, tracking_uri)
     input_size = module.mean_image.shape[-1]
     images = np.stack([_read_rgb(Path(path), input_size) for path in image_paths])
     table = classify(module, module.mean_image, module.class_names, images)
