@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_repro import models
-from resnet_repro.models import weights
 from resnet_repro.io import atomic_write, file_sha256, write_json
+from resnet_repro.models import weights
 
 WEIGHTS, PREPROCESS, DESCRIPTION = "model.safetensors", "preprocess.safetensors", "model.json"
 
