@@ -14,7 +14,7 @@ def run_stage(name: str, stage, per_variant: bool = False) -> None:
     from resnet_repro.config import ConfigError, load_params
     from resnet_repro.data.errors import DataError
     from resnet_repro.layout import Layout
-    from resnet_repro.train.loop import TrainingDiverged
+    from resnet_repro.train.errors import CheckpointError, TrainingDiverged
 
     parser = argparse.ArgumentParser(prog=f"pipeline/{Path(sys.argv[0]).name}")
     if per_variant:
@@ -32,5 +32,5 @@ def run_stage(name: str, stage, per_variant: bool = False) -> None:
                               f"{params.study.variants} x study.seeds {params.study.seeds}")
         stage(params, layout, args.variant, args.seed)
     # Bad input and known failure modes get one line; anything else is a bug and keeps its traceback.
-    except (ConfigError, DataError, TrainingDiverged, ConnectionError, FileNotFoundError) as error:
+    except (ConfigError, DataError, TrainingDiverged, CheckpointError, ConnectionError, FileNotFoundError) as error:
         sys.exit(f"{name}: error: {error}")

@@ -4,12 +4,9 @@ import sys
 
 from _stage import run_stage
 
+from resnet_repro.stages.train import train_variant
 from resnet_repro.train.distributed import launched_by_torchrun, run_under_torchrun
-from resnet_repro.train.loop import TrainingInterrupted
-from resnet_repro.train.stage import train_variant
-
-# What a shell reports for a process ended by SIGTERM: schedulers read it as "terminated, requeue".
-EXIT_TERMINATED = 128 + 15
+from resnet_repro.train.errors import TrainingInterrupted
 
 
 def train(params, layout, variant: str, seed: int) -> dict:
@@ -19,7 +16,9 @@ def train(params, layout, variant: str, seed: int) -> dict:
         return train_variant(params, layout, variant, seed)
     except TrainingInterrupted as stopped:
         print(f"train: {stopped}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_TERMINATED)
+        # What a shell reports for a process ended by the signal (143 for SIGTERM, 130 for Ctrl-C):
+        # schedulers read 143 as "terminated, requeue".
+        sys.exit(128 + stopped.signal)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ def test_help_imports_none_of_the_heavy_libraries():
 
 
 def test_bench_options_left_out_keep_the_settings_defaults():
+    from resnet_repro.benchmarks import TrainBenchSettings
     from resnet_repro.data.bench import BenchSettings
-    from resnet_repro.train.bench import TrainBenchSettings
 
     parser = build_parser()
     assert _settings(TrainBenchSettings, parser.parse_args(["bench", "train"])) == TrainBenchSettings()

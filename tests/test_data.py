@@ -26,9 +26,11 @@ from resnet_repro.data.augment import Augmentation
 from resnet_repro.data.cifar10 import CLASS_NAMES, fetch_archive, load_archive, split_indices
 from resnet_repro.data.errors import DataError
 from resnet_repro.data.ffcv_io import make_loader, write_beton
+from resnet_repro.data.loading import Loader
 from resnet_repro.data.normalize import PIXEL_SCALE, normalize
 from resnet_repro.data.prepared import read_split, write_split
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor, save_stats
+from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 
 CPU = torch.device("cpu")
 BATCH_DIR = "cifar-10-batches-py"
@@ -476,13 +478,27 @@ def test_torch_thread_count_survives_ffcv(train_loader, betons, mean_image):
         torch.set_num_threads(original)
 
 
-def test_loader_refuses_missing_file_and_dropping_evaluation_images(betons, mean_image):
-    with pytest.raises(DataError, match="nothing.beton: .beton file does not exist"):
+def test_loader_refuses_a_missing_file_naming_it(betons, mean_image):
+    with pytest.raises(DataError, match=f"^{re.escape(str(betons / 'nothing.beton'))}: .beton file does not exist"):
         make_loader(betons / "nothing.beton", augmentation=CIFAR_PAPER, batch_size=10, train=True,
                     mean_image=mean_image, device=CPU)
-    with pytest.raises(ValueError, match="drop_last=True would leave evaluation images uncounted"):
-        make_loader(betons / "test.beton", augmentation=CIFAR_PAPER, batch_size=10, train=False,
-                    mean_image=mean_image, device=CPU, drop_last=True)
+
+
+def test_a_training_epoch_can_start_at_any_batch_of_its_order(train_loader):
+    train_loader.set_epoch(3)
+    whole = [labels for _, labels in train_loader]
+    train_loader.set_epoch(3, first_batch=7)  # a training resumed at batch 7 of epoch 3
+    assert [labels.tolist() for _, labels in train_loader] == [labels.tolist() for labels in whole[7:]]
+    train_loader.set_epoch(3)  # and a later one at its beginning again
+    assert [labels.tolist() for _, labels in train_loader] == [labels.tolist() for labels in whole]
+
+
+def test_both_backends_are_loaders(train_loader, cifar10, mean_image):
+    portable = TorchLoader(ArrayImages(cifar10.test_images[:10], cifar10.test_labels[:10], CIFAR_PAPER, train=False),
+                           batch_size=4, train=False, mean_image=mean_image, device=CPU, num_workers=0)
+    for loader in (train_loader, portable):
+        assert isinstance(loader, Loader)
+    assert len(portable) == 3 and portable.num_images == 10  # evaluation keeps the last partial batch
 
 
 def test_write_beton_refuses_bad_arrays_before_writing(tmp_path):

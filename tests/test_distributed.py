@@ -28,7 +28,8 @@ from resnet_repro.data.prepared import read_split
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 from resnet_repro.layout import Layout
-from resnet_repro.train.stage import parameter_groups, seed_everything
+from resnet_repro.train.optimizer import parameter_groups
+from resnet_repro.train.state import seed_everything
 
 pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
 
@@ -60,7 +61,7 @@ def accumulated_half_batches(root: Path, params: dict, processes: int) -> tuple[
     try:
         seed_everything(0)
         model = models.build("resnet20", num_classes=10).to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(parameter_groups(model, config.train.weight_decay, False), lr=config.train.lr,
+        optimizer = torch.optim.SGD(parameter_groups(model, config.train), lr=config.train.lr,
                                     momentum=config.train.momentum)
         step_losses = []
         for step, batches in zip(range(config.train.iterations), zip(*shares)):
@@ -168,12 +169,12 @@ def test_sigterm_stops_every_process_at_one_iteration_and_the_run_resumes(tmp_pa
     assert not state["complete"] and state["iteration"] % TRAIN["log_every"] == 0, stderr[-3000:]
     assert f"stopped by SIGTERM at iteration {state['iteration']} of 400" in stderr
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    assert client.get_run(state["mlflow_run_id"]).info.status == "KILLED"
+    assert client.get_run(state["run_id"]).info.status == "KILLED"
 
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Resumed from checkpoint at iteration {state['iteration']} of 400" in result.stdout + result.stderr
-    run = client.get_run(state["mlflow_run_id"])  # the same run, continued
+    assert f"Resumed from checkpoint at iteration {state['iteration']}: {checkpoint}" in result.stdout + result.stderr
+    run = client.get_run(state["run_id"])  # the same run, continued
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert sorted(steps) == list(range(4, 401, 4))  # each log step once

@@ -17,9 +17,9 @@ from resnet_repro.config import parse_params
 from resnet_repro.data.errors import DataError
 from resnet_repro.data.imagefolder import load_rgb, read_list, scan
 from resnet_repro.data.loading import make_split_loader
-from resnet_repro.stages.prepare import prepare, write_ffcv
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.layout import Layout
+from resnet_repro.stages.prepare import prepare, write_ffcv
 
 CPU = torch.device("cpu")
 CLASSES = ["n01440764", "n01443537", "n01484850"]  # WordNet ids, as in ImageNet

@@ -133,7 +133,7 @@ def test_kill_9_during_training_then_repro_resumes(project):
     output = run(["dvc", "repro"], project, timeout=1800).stdout
     assert f"Resumed from checkpoint at iteration {interrupted['iteration']}" in output
     training = read_json(project / "metrics" / "resnet20" / "seed0" / "train.json")
-    assert training["mlflow_run_id"] == interrupted["mlflow_run_id"]  # the same MLflow run continued
+    assert training["mlflow_run_id"] == interrupted["run_id"]  # the same MLflow run continued
     assert stages_that_would_run(project) == set()
 
 
@@ -231,3 +231,25 @@ def test_fresh_clone_with_dvc_pull_is_complete_and_reruns_nothing(project, tmp_p
     assert "up to date" in run(["dvc", "status"], clone).stdout
     assert stages_that_would_run(clone) == set()
     assert (clone / "models" / "resnet20" / "seed0" / "model.safetensors").exists()
+
+
+def test_publish_result_writes_a_complete_results_folder(project, tmp_path):
+    out = tmp_path / "results" / "cifar10-resnet20"
+    printed = run([str(VENV_BIN / "python"), str(Path(__file__).resolve().parents[1] / "scripts" / "publish_result.py"),
+                   "--project", str(project), "--variant", "resnet20", "--out", str(out)], project).stdout
+    files = {path.name for path in out.iterdir()}
+    assert files == {"model.safetensors", "preprocess.safetensors", "model.json", "train.json", "eval.json",
+                     "curve.tsv", "errors.tsv", "responses.json", "errors.png", "README.md"}
+    from resnet_repro.io import file_sha256
+
+    assert json.loads(printed)["sha256"]["model.safetensors"] == file_sha256(out / "model.safetensors")
+    evaluation = read_json(project / "metrics" / "resnet20" / "seed0" / "eval.json")
+    readme = (out / "README.md").read_text()
+    assert f"{100 * evaluation['test_top1_error']:.2f}%" in readme and "8.75%" in readme
+    assert "dvc repro train@resnet20-0 evaluate@resnet20-0" in readme and file_sha256(out / "model.safetensors") in readme
+    # Asking for a net the project has not trained names the missing file and writes nothing.
+    failed = run([str(VENV_BIN / "python"), str(Path(__file__).resolve().parents[1] / "scripts" / "publish_result.py"),
+                  "--project", str(project), "--variant", "resnet56", "--out", str(tmp_path / "other")], project,
+                 check=False)
+    assert failed.returncode != 0 and "models/resnet56/seed0/model.safetensors" in failed.stderr
+    assert not (tmp_path / "other").exists()

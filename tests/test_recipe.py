@@ -6,11 +6,11 @@ import math
 import pytest
 import yaml
 from test_config import PROJECT_PARAMS
-from test_loop import FixedBatches, make_run, settings
+from test_loop import CPU, FixedBatches, make_run, train_params
 
 from resnet_repro.config import ConfigError, load_params, parse_params
-from resnet_repro.train.loop import fit
-from resnet_repro.train.recipe import RECIPES, PaperSchedule, schedule_for
+from resnet_repro.train.loop import Hooks, fit
+from resnet_repro.train.recipe import RECIPES, PaperSchedule
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def with_train(raw: dict, **train) -> dict:
 
 
 def test_step_schedule_divides_by_ten_at_milestones():
-    schedule = PaperSchedule(base_lr=0.1, milestones=[32_000, 48_000], decay=0.1)
+    schedule = PaperSchedule(load_params(PROJECT_PARAMS).train, depth=56)
     assert schedule.lr(0) == 0.1
     assert schedule.lr(31_999) == 0.1
     assert abs(schedule.lr(32_000) - 0.01) < 1e-12
@@ -34,8 +34,8 @@ def test_step_schedule_divides_by_ten_at_milestones():
 
 def test_warmup_only_for_110_and_deeper_and_ends_below_80_percent_error():
     train = load_params(PROJECT_PARAMS).train
-    assert not schedule_for(train, 56).warming_up
-    schedule = schedule_for(train, 110)
+    assert not PaperSchedule(train, 56).warming_up
+    schedule = PaperSchedule(train, 110)
     assert schedule.warming_up and schedule.lr(0) == 0.01
     assert not schedule.observe(100, train_error=0.85)
     assert schedule.lr(101) == 0.01
@@ -46,18 +46,18 @@ def test_warmup_only_for_110_and_deeper_and_ends_below_80_percent_error():
 def test_linear_warmup_ramps_every_net_up_to_the_lr_then_follows_the_milestones(raw):
     train = parse_params(with_train(raw, linear_warmup_iterations=100, milestones=[300, 400])).train
     for depth in (20, 56):
-        schedule = schedule_for(train, depth)
+        schedule = PaperSchedule(train, depth)
         assert not schedule.warming_up  # the paper's constant warm-up stays for 110 layers and more
         assert [schedule.lr(i) for i in (0, 49, 99)] == pytest.approx([0.001, 0.05, 0.1])
         assert [schedule.lr(i) for i in (100, 299, 300, 400)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
-    assert schedule_for(parse_params(raw).train, 56).lr(0) == 0.1  # default: none, as in the paper
+    assert PaperSchedule(parse_params(raw).train, 56).lr(0) == 0.1  # default: none, as in the paper
 
 
 def test_warmup_state_survives_a_checkpoint():
     train = load_params(PROJECT_PARAMS).train
-    schedule = schedule_for(train, 1202)
+    schedule = PaperSchedule(train, 1202)
     schedule.observe(400, train_error=0.5)
-    restored = schedule_for(train, 1202)
+    restored = PaperSchedule(train, 1202)
     restored.load_state_dict(schedule.state_dict())
     assert not restored.warming_up and restored.lr(401) == 0.1
 
@@ -85,8 +85,8 @@ def test_selecting_the_imagenet_recipe_writes_its_values_and_keeps_the_rest(tmp_
         (600_000, 256, 0.1, 0.9, 1e-4)
     assert (train.schedule, train.milestones, train.warmup_max_iterations) == ("plateau", [], 0)
     assert (train.precision, train.log_every) == ("auto", 20)  # not the recipe's: as they were
-    schedule = schedule_for(train, 152)
-    assert schedule.plateau and not schedule.warming_up and schedule.lr(0) == 0.1
+    schedule = PaperSchedule(train, 152)
+    assert not schedule.warming_up and schedule.lr(0) == 0.1
     assert main(["recipe", "select", "cifar", "--params", str(params_file)]) == 0
     assert load_params(params_file).train == load_params(PROJECT_PARAMS).train
 
@@ -122,13 +122,14 @@ def test_a_key_missing_from_params_yaml_is_an_error_not_a_hidden_default(raw):
         parse_params(raw, "params.yaml")
 
 
-def test_plateau_divides_by_ten_after_patience_measurements_without_improvement():
-    schedule = PaperSchedule(base_lr=0.1, milestones=[], decay=0.1, plateau=True, plateau_patience=2,
-                             plateau_threshold=0.01)
+def test_plateau_divides_by_ten_after_patience_measurements_without_improvement(raw):
+    train = parse_params(with_train(raw, schedule="plateau", milestones=[], plateau_patience=2,
+                                    plateau_threshold=0.01)).train
+    schedule = PaperSchedule(train, depth=56)
     assert not schedule.observe_validation(1000, 0.60)
     assert not schedule.observe_validation(2000, 0.50)   # improved
     assert not schedule.observe_validation(3000, 0.495)  # by less than the threshold: 1 without improvement
-    restored = PaperSchedule(base_lr=0.1, milestones=[], decay=0.1, plateau=True)
+    restored = PaperSchedule(train, depth=56)
     restored.load_state_dict(schedule.state_dict())  # the plateau count is part of the checkpoint
     assert restored.observe_validation(4000, 0.50)       # 2 without improvement: the plateau
     assert math.isclose(restored.lr(4000), 0.01)
@@ -137,21 +138,21 @@ def test_plateau_divides_by_ten_after_patience_measurements_without_improvement(
     assert restored.observe_validation(7000, 0.45)
     assert math.isclose(restored.lr(7000), 0.001)
     # A step schedule ignores the validation error.
-    steps = PaperSchedule(base_lr=0.1, milestones=[10], decay=0.1)
+    steps = PaperSchedule(parse_params(raw).train, depth=56)
     assert not any(steps.observe_validation(i, 0.5) for i in range(10))
 
 
 def test_the_loop_feeds_the_validation_error_to_the_schedule_every_eval_every_and_resumes_it():
     errors = iter([0.5, 0.5, 0.5, 0.5])
     logged = []
-    model, optimizer, _ = make_run()
-    schedule = PaperSchedule(base_lr=0.05, milestones=[], decay=0.1, plateau=True, plateau_patience=1)
+    train = train_params(8, eval_every=2, log_every=2, schedule="plateau", milestones=[], plateau_patience=1)
     checkpoints = []
-    fit(model, optimizer, schedule, FixedBatches(), settings(8, eval_every=2, log_every=2),
-        log_metrics=lambda metrics, step: logged.append((step, metrics)),
-        measure_validation_error=lambda: next(errors), save_checkpoint=checkpoints.append)
+    fit(*make_run(train), FixedBatches(), train, CPU,
+        hooks=Hooks(on_log=lambda metrics, step: logged.append((step, metrics)),
+                    on_evaluate=lambda: {"val_error": next(errors)},
+                    on_checkpoint=lambda state: checkpoints.append(state.schedule)))
     # Measured at 2, 4, 6, 8: 0.5 sets the best, then each equal measurement is a plateau.
     assert [step for step, metrics in logged if "val_error" in metrics] == [2, 4, 6, 8]
     lrs = {step: metrics["lr"] for step, metrics in logged if "lr" in metrics}
     assert lrs[2] == 0.05 and math.isclose(lrs[6], 0.005) and math.isclose(lrs[8], 0.0005)
-    assert checkpoints[-1]["schedule"]["plateau_decays"] == 3
+    assert checkpoints[-1]["plateau_decays"] == 3

@@ -20,7 +20,7 @@ from resnet_repro.layout import Layout
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP
 from resnet_repro.stages.report import write_report
 
-# train/stage.py: STEP_COLUMNS (curve.tsv) and ERROR_COLUMNS (errors.tsv).
+# stages/train.py: STEP_COLUMNS (curve.tsv) and ERROR_COLUMNS (errors.tsv).
 STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
 ERROR_COLUMNS = ["step", "train_error", "test_error"]
 ITERATIONS = 400

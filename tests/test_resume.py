@@ -2,11 +2,13 @@
 the very weights, curves and MLflow history of a training that was never interrupted.
 
 Each training is a real `train_variant` (ResNet-20, the torch backend with albumentations, a small
-subset of the real CIFAR-10) in its own process, as DVC would start it, in deterministic mode.
+subset of the real CIFAR-10) in its own process, as DVC would start it, in deterministic mode. And the
+checkpoint file itself (train.state): what it holds, and which files are resumed or refused.
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,10 +20,13 @@ import torch
 from safetensors.torch import load_file
 
 from projects import params_with, prepared_project, write_train_script
+from resnet_repro import models
 from resnet_repro.data.augment import augmentation_for
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor, save_stats
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 from resnet_repro.layout import Layout
+from resnet_repro.train.errors import CheckpointError
+from resnet_repro.train.state import Curves, TrainingState, fingerprint, resume_or_start
 
 ITERATIONS = 24
 TRAIN = {"iterations": ITERATIONS, "batch_size": 16, "milestones": [18], "checkpoint_every": 6,
@@ -93,7 +98,7 @@ def test_killed_and_stopped_trainings_resume_to_the_uninterrupted_weights(tmp_pa
     assert message == (f"train: stopped by SIGTERM at iteration {stopped_at['iteration']} of {ITERATIONS}; "
                        f"checkpoint saved, run again to resume")
     assert not stopped_at["complete"] and 6 <= stopped_at["iteration"] < ITERATIONS
-    stopped_run = client.get_run(stopped_at["mlflow_run_id"])
+    stopped_run = client.get_run(stopped_at["run_id"])
     assert stopped_run.info.status == "KILLED"  # stopped to be resumed, not failed
     assert "stopped by SIGTERM" in stopped_run.data.tags["failure_reason"]
 
@@ -110,7 +115,7 @@ def test_killed_and_stopped_trainings_resume_to_the_uninterrupted_weights(tmp_pa
         assert summary["final_test_error"] == expected_summary["final_test_error"]
         # The same MLflow run continued, with each step logged once and the values of the uninterrupted run.
         run_id = summary["mlflow_run_id"]
-        assert run_id == interrupted["mlflow_run_id"]
+        assert run_id == interrupted["run_id"]
         assert client.get_run(run_id).info.status == "FINISHED"
         assert "failure_reason" not in client.get_run(run_id).data.tags
         for key in ("loss", "train_error", "lr", "test_error"):
@@ -149,3 +154,83 @@ def test_torch_backend_data_is_the_same_for_any_worker_count_and_mid_epoch_start
         shard.set_epoch(2)
     for expected, (first, _), (second, _) in zip(reference, *shards):
         assert torch.equal(expected[0::2], first) and torch.equal(expected[1::2], second)
+
+
+def captured_state() -> tuple[TrainingState, torch.nn.Module]:
+    """A state as the loop leaves it after a few steps of a tiny net: every field filled."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).square().mean().backward()
+        optimizer.step()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)  # any object with a state dict
+    state = TrainingState("abc", run_id="run-1", iteration=3, seconds=1.5, images_trained=24,
+                          curves=Curves(steps=[{"step": 2, "loss": 2.3}], errors=[{"step": 3, "test_error": 0.9}]),
+                          window={"loss": torch.tensor(4.6), "wrong": torch.tensor(7), "images": 8, "seconds": 0.5})
+    state.capture(model, optimizer, schedule, scaler)
+    return state, model
+
+
+def test_a_saved_state_loads_back_field_for_field_and_restores_the_training(tmp_path):
+    state, model = captured_state()
+    expected_rng = torch.get_rng_state()
+    state.save(tmp_path / "checkpoint.pt")
+    torch.manual_seed(123)  # restoring puts the generators back where they were when captured
+
+    loaded = TrainingState.load(tmp_path / "checkpoint.pt")
+    assert (loaded.fingerprint, loaded.run_id, loaded.iteration, loaded.complete, loaded.seconds,
+            loaded.images_trained) == ("abc", "run-1", 3, False, 1.5, 24)
+    assert loaded.curves == state.curves and loaded.window["images"] == 8 and loaded.started
+    restored = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    optimizer = torch.optim.SGD(restored.parameters(), lr=0.1, momentum=0.9)
+    loaded.restore(restored, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=2),
+                   torch.amp.GradScaler("cpu", enabled=False))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], tensor), name
+    assert all(torch.equal(optimizer.state[p]["momentum_buffer"], state.optimizer["state"][i]["momentum_buffer"])
+               for i, p in enumerate(restored.parameters()))
+    assert torch.equal(torch.get_rng_state(), expected_rng)
+    assert loaded.model is None  # the training's objects hold the tensors now, not the state
+
+
+def test_a_corrupt_or_foreign_checkpoint_is_refused_naming_the_file(tmp_path):
+    state, _ = captured_state()
+    state.save(tmp_path / "checkpoint.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:1000])  # as a full disk leaves it
+    for load in (TrainingState.load, lambda path: resume_or_start(path, "abc")):
+        with pytest.raises(CheckpointError, match=rf"^{re.escape(str(corrupt))}: checkpoint cannot be read \(.*\); "
+                                                  r"delete it to train from scratch$"):
+            load(corrupt)
+    foreign = tmp_path / "weights.pt"
+    torch.save(models.build("resnet20").state_dict(), foreign)  # someone's weights, not a training
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(foreign))}: not a training checkpoint \(it has no fingerprint\)"):
+        resume_or_start(foreign, "abc")
+    torch.save({"fingerprint": "abc", "iteration": 3}, foreign)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(foreign))}: not a training checkpoint \(no complete, curves, "):
+        TrainingState.load(foreign)
+
+
+def test_only_an_unfinished_checkpoint_of_the_same_fingerprint_is_resumed(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    assert resume_or_start(path, "abc") == TrainingState("abc")  # no file: a fresh start, nothing to say
+    state, _ = captured_state()
+    state.save(path)
+    assert resume_or_start(path, "abc").iteration == 3
+    assert capsys.readouterr().out == f"Resumed from checkpoint at iteration 3: {path}\n"
+    # Written by another configuration or code (an older checkpoint format too: only its fingerprint is read).
+    torch.save({"fingerprint": "older", "mlflow_run_id": "run-0"}, path)
+    assert resume_or_start(path, "abc") == TrainingState("abc")
+    assert capsys.readouterr().out == f"{path} was written by another configuration or code: training from scratch\n"
+    state.complete = True
+    state.save(path)
+    assert resume_or_start(path, "abc", quiet=True) == TrainingState("abc")
+    assert capsys.readouterr().out == ""
+
+
+def test_the_fingerprint_covers_the_parts_and_this_packages_code():
+    assert fingerprint({"lr": 0.1}, "resnet20", 0) == fingerprint({"lr": 0.1}, "resnet20", 0)
+    assert fingerprint({"lr": 0.1}, "resnet20", 0) != fingerprint({"lr": 0.05}, "resnet20", 0)

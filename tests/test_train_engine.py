@@ -12,10 +12,10 @@ from test_resume import params_for
 
 from projects import REPOSITORY, prepared_project
 from resnet_repro import models
-from resnet_repro.config import ConfigError, parse_params
+from resnet_repro.config import ConfigError, TrainParams, parse_params
 from resnet_repro.device import resolve_compile
 from resnet_repro.layout import Layout
-from resnet_repro.train.stage import parameter_groups
+from resnet_repro.train.optimizer import parameter_groups
 
 
 def test_divergence_fails_the_stage_in_one_line_marks_the_run_failed_and_keeps_the_last_good_checkpoint(
@@ -40,7 +40,7 @@ def test_divergence_fails_the_stage_in_one_line_marks_the_run_failed_and_keeps_t
     checkpoint = torch.load(Layout(root).checkpoint_path("resnet20", 0), weights_only=True)
     assert 1 <= checkpoint["iteration"] < diverged_at and not checkpoint["complete"]
     assert all(t.isfinite().all() for t in checkpoint["model"].values() if t.is_floating_point())
-    run = MlflowClient(store).get_run(checkpoint["mlflow_run_id"])
+    run = MlflowClient(store).get_run(checkpoint["run_id"])
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == f"TrainingDiverged: {message.removeprefix('train: error: ')}"
     assert not (Layout(root).model_dir("resnet20", 0) / "model.safetensors").exists()
@@ -59,11 +59,15 @@ def test_speed_path_defaults_and_one_line_errors(cifar10_archive):
         parse_params(params_for(cifar10_archive, channels_last="maybe"), "params.yaml")
 
 
-def test_weight_decay_exempts_only_bn_and_biases_when_asked():
+def test_weight_decay_exempts_only_bn_and_biases_when_asked(cifar10_archive):
+    def train(exempt_bn_and_bias: bool) -> TrainParams:
+        return parse_params(params_for(cifar10_archive, weight_decay=1e-4,
+                                       no_weight_decay_on_bn_and_bias=exempt_bn_and_bias)).train
+
     model = models.build("resnet20")
-    (everything,) = parameter_groups(model, 1e-4, exempt_bn_and_bias=False)
+    (everything,) = parameter_groups(model, train(False))
     assert len(everything["params"]) == len(list(model.parameters())) and everything["weight_decay"] == 1e-4
-    decayed, exempt = parameter_groups(model, 1e-4, exempt_bn_and_bias=True)
+    decayed, exempt = parameter_groups(model, train(True))
     bn_and_bias = [p for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Linear))
                    for name, p in m.named_parameters(recurse=False) if isinstance(m, torch.nn.BatchNorm2d) or name == "bias"]
     assert {id(p) for p in exempt["params"]} == {id(p) for p in bn_and_bias} and exempt["weight_decay"] == 0.0

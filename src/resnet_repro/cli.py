@@ -136,7 +136,7 @@ def _predict(args: argparse.Namespace) -> int:
 # --- bench: loader, train and startup ---------------------------------------------------------------
 #
 # The benchmarks' defaults live in their settings classes (data.bench.BenchSettings,
-# train.bench.TrainBenchSettings), which import torch. So the options that set one of their fields
+# benchmarks.TrainBenchSettings), which import torch. So the options that set one of their fields
 # are left out of the namespace unless given (argparse.SUPPRESS, with the field's name as dest), and
 # `_settings` fills in the class's defaults once the command runs.
 

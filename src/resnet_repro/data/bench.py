@@ -4,8 +4,10 @@ batch size. Only the pipelines run: no model, so the figure is the most images p
 could be fed.
 """
 
+import itertools
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from torchvision import datasets, transforms
 from resnet_repro.config import AugmentParams
 from resnet_repro.data import cifar10, imagefolder
 from resnet_repro.data.augment import Augmentation, augmentation_for
+from resnet_repro.data.loading import Loader
 from resnet_repro.data.stats import image_stats, mean_image_tensor
 from resnet_repro.data.torch_loader import ArrayImages, FileImages, TorchLoader
 
@@ -32,7 +35,32 @@ class BenchSettings:
     timed_batches: int = 100
 
 
-def images_per_second(loader, settings: BenchSettings) -> float:
+class DataLoaderBatches:
+    """A plain torch DataLoader (torchvision's usual pipeline) as a data.loading.Loader: batches moved to
+    `device`. The DataLoader shuffles each epoch its own way, so `set_epoch` has no order to set; a first
+    batch other than 0 is reached by reading past the ones before it."""
+
+    def __init__(self, loader: DataLoader, device: torch.device = CPU):
+        self._loader, self._device = loader, device
+        self._first_batch = 0
+
+    @property
+    def num_images(self) -> int:
+        return len(self._loader.dataset)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        self._first_batch = first_batch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        skip, self._first_batch = self._first_batch, 0
+        for images, labels in itertools.islice(self._loader, skip, None):
+            yield images.to(self._device, non_blocking=True), labels.to(self._device, non_blocking=True)
+
+
+def images_per_second(loader: Loader, settings: BenchSettings) -> float:
     """Images per second over `timed_batches` batches, after `warmup_batches`."""
     batches = _endless(loader)
     for _ in range(settings.warmup_batches):
@@ -44,11 +72,10 @@ def images_per_second(loader, settings: BenchSettings) -> float:
     return counted / (time.perf_counter() - start)
 
 
-def _endless(loader):
+def _endless(loader: Loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     epoch = 0
     while True:
-        if hasattr(loader, "set_epoch"):  # torchvision's plain DataLoader has no epochs to set
-            loader.set_epoch(epoch)
+        loader.set_epoch(epoch)
         yield from loader
         epoch += 1
 
@@ -130,9 +157,9 @@ def _bench_all(write_ffcv, torch_dataset: Dataset, torchvision_dataset: Dataset,
         write_ffcv(beton)
         ffcv = images_per_second(make_loader(beton, augmentation=augmentation, **common), settings)
     portable = images_per_second(TorchLoader(torch_dataset, **common), settings)
-    torchvision = images_per_second(
+    torchvision = images_per_second(DataLoaderBatches(
         DataLoader(torchvision_dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True,
-                   num_workers=settings.workers, persistent_workers=True), settings)
+                   num_workers=settings.workers, persistent_workers=True)), settings)
     return {"ffcv_img_per_s": ffcv, "torch_img_per_s": portable, "torchvision_img_per_s": torchvision,
             "ffcv_over_torchvision": ffcv / torchvision, "batch_size": settings.batch_size,
             "workers": settings.workers, "timed_batches": settings.timed_batches}

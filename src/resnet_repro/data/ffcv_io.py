@@ -16,6 +16,7 @@ which call data.augment, are compiled afresh in every process. Functions that ca
 `resnet-repro bench startup` measures what is left.
 """
 
+import itertools
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,13 +69,12 @@ with _torch_threads_preserved():
         ScaleAugmentationDecoder,
     )
 
-from resnet_repro.data.augment import Augmentation  # noqa: E402 (after the guarded ffcv import)
-from resnet_repro.data.errors import DataError  # noqa: E402
-from resnet_repro.data.imagefolder import Sample, load_rgb  # noqa: E402
-from resnet_repro.data.loading import resolve_drop_last  # noqa: E402
-from resnet_repro.data.normalize import normalize  # noqa: E402
-from resnet_repro.data.prepared import check_split_arrays  # noqa: E402
-from resnet_repro.io import atomic_write  # noqa: E402
+from resnet_repro.data.augment import Augmentation
+from resnet_repro.data.errors import DataError
+from resnet_repro.data.imagefolder import Sample, load_rgb
+from resnet_repro.data.normalize import normalize
+from resnet_repro.data.prepared import check_split_arrays
+from resnet_repro.io import atomic_write
 
 _compile_in_memory = Compiler.compile
 
@@ -165,33 +165,34 @@ def write_folder_beton(path: Path, samples: list[Sample], *, max_resolution: int
 
 
 class FfcvLoader:
-    """Batches `(images, labels)` from a .beton: images normalised float32 NCHW, labels int64.
+    """Batches `(images, labels)` from a .beton: a data.loading.Loader.
 
-    Both are on the loader's device. In training order the data order of epoch `e` depends only on
-    (seed, e), so a resumed run sees the same order after `set_epoch(e)`. The random augmentations
-    are drawn by FFCV's compiled code from numba's own generator and are not reproducible.
+    In training order the data order of epoch `e` depends only on (seed, e), so a resumed run sees the
+    same order after `set_epoch(e, first_batch)`. The random augmentations are drawn by FFCV's compiled
+    code from numba's own generator and are not reproducible.
     """
 
     def __init__(self, loader: Loader, mean_image: torch.Tensor):
         self._loader = loader
         self._mean_image = mean_image
+        self._first_batch = 0
 
     @property
     def num_images(self) -> int:
-        """Images in the .beton (with drop_last, an epoch yields only the full batches of them)."""
         return self._loader.reader.num_samples
 
     def __len__(self) -> int:
-        """Batches per epoch."""
         return len(self._loader)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration produce epoch `epoch` (0-based); iterating advances it by one."""
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
         self._loader.next_epoch = epoch
+        self._first_batch = first_batch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         threads = torch.get_num_threads()
-        for images, labels in self._loader:
+        # FFCV can only start an epoch at its beginning: the batches before `first_batch` are read and dropped.
+        skip, self._first_batch = self._first_batch, 0
+        for images, labels in itertools.islice(self._loader, skip, None):
             # FFCV's epoch thread sets the (process-wide) thread count before it queues its first
             # batch, so only once a batch has arrived can we be sure to have the last word.
             torch.set_num_threads(threads)
@@ -210,22 +211,19 @@ def make_loader(
     device: torch.device,
     num_workers: int = 2,
     seed: int = 0,
-    drop_last: bool | None = None,
     rank: int = 0,
     num_replicas: int = 1,
 ) -> FfcvLoader:
     """A loader over the .beton at `path`.
 
-    train=True: random order and `augmentation`; drops the last partial batch unless drop_last=False.
-    train=False: file order, the evaluation view of `augmentation`, and every image exactly once
-    (drop_last=True is refused). `mean_image` is (3, H, W) on the 0..255 scale.
+    train=True: random order and `augmentation`, whole batches. train=False: file order, the evaluation
+    view of `augmentation`, and every image exactly once. `mean_image` is (3, H, W) on the 0..255 scale.
     num_replicas > 1: FFCV's distributed mode, which reads rank and world size from the initialised
     torch.distributed process group (a DistributedSampler of each epoch's order).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: .beton file does not exist (run the ffcv stage)")
-    drop_last = resolve_drop_last(train, drop_last)
     if num_replicas > 1:
         import torch.distributed as dist
 
@@ -247,7 +245,7 @@ def make_loader(
             num_workers=num_workers,
             order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
             seed=seed * _ORDER_SEED_STRIDE,
-            drop_last=drop_last,
+            drop_last=train,
             pipelines=pipelines,
             distributed=num_replicas > 1,
         )

@@ -3,13 +3,16 @@
     loader = make_split_loader(params, layout, "train", train=True, batch_size=128,
                                mean_image=mean_image, device=device, seed=seed)
 
-Both backends yield `(images, labels)`: images (N, 3, H, W) float32, (pixels - per-pixel mean) / 255,
-labels int64, on `device`; `len()` is batches per epoch, `num_images` the split's size, and
-`set_epoch(e)` makes the training order of epoch e a function of (seed, e) only.
+Both backends (ffcv_io.FfcvLoader, torch_loader.TorchLoader) are a `Loader`. A training loader
+(train=True) shuffles, augments and drops the last partial batch of each epoch, so that every step has
+a whole batch; an evaluation loader (train=False) reads the split in order, once, the last partial
+batch included, so that every image is counted.
 """
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -21,13 +24,25 @@ from resnet_repro.data.stats import load_stats
 from resnet_repro.layout import Layout
 
 
-def resolve_drop_last(train: bool, drop_last: bool | None) -> bool:
-    """Training drops the last partial batch by default; evaluation must see every image."""
-    if drop_last is None:
-        return train
-    if drop_last and not train:
-        raise ValueError("drop_last=True would leave evaluation images uncounted")
-    return drop_last
+@runtime_checkable
+class Loader(Protocol):
+    """Batches `(images, labels)`: images (N, 3, H, W) float32, (pixels - per-pixel mean) / 255, labels
+    int64, both on the loader's device."""
+
+    @property
+    def num_images(self) -> int:
+        """The images of the split (a training epoch yields only the whole batches of them)."""
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch."""
+
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Make the next iteration yield epoch `epoch` (0-based) from its batch `first_batch` on (a resumed
+        training); each iteration then advances the epoch by one. In training, the order of epoch e is a
+        function of (seed, e) only."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of the current epoch."""
 
 
 def split_names(layout: Layout) -> list[str]:
@@ -40,15 +55,14 @@ def augmentation_from(params: Params, layout: Layout) -> Augmentation:
 
 
 def make_split_loader(params: Params, layout: Layout, split: str, *, train: bool, batch_size: int,
-                      mean_image: torch.Tensor, device: torch.device, seed: int = 0,
-                      drop_last: bool | None = None, rank: int = 0, num_replicas: int = 1):
+                      mean_image: torch.Tensor, device: torch.device, seed: int = 0, rank: int = 0,
+                      num_replicas: int = 1) -> Loader:
     """The loader of `split` for params.loader.backend: ffcv reads data/ffcv/<dataset>/<split>.beton,
     torch reads the prepared data directly. With `num_replicas` > 1 (data-parallel training) it yields
     this process's share, `rank`, of each epoch: every process the same number of batches."""
     augmentation = augmentation_from(params, layout)
     settings = {"batch_size": batch_size, "train": train, "mean_image": mean_image, "device": device,
-                "num_workers": params.loader.num_workers, "seed": seed, "drop_last": drop_last,
-                "rank": rank, "num_replicas": num_replicas}
+                "num_workers": params.loader.num_workers, "seed": seed, "rank": rank, "num_replicas": num_replicas}
     # Each backend is imported only when chosen: the torch backend must work where FFCV is not installed.
     if params.loader.backend == "ffcv":
         from resnet_repro.data.ffcv_io import make_loader

@@ -2,8 +2,7 @@
 
 It reads the prepared data (CIFAR arrays or an image folder's file list) rather than the .beton
 files, applies augment.albumentations_pipeline per image in worker processes, and yields what
-ffcv_io.FfcvLoader yields: normalised float32 NCHW images and int64 labels on the device, with the
-same epoch-order contract.
+ffcv_io.FfcvLoader yields, with the same contract (data.loading.Loader).
 
 Training data is a function of (seed, epoch, position) only: the order of each epoch comes from
 (seed, epoch), and each image's augmentation from (seed, epoch, index), whatever the worker count. A
@@ -26,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from resnet_repro.data.augment import Augmentation, albumentations_pipeline
 from resnet_repro.data.imagefolder import Sample, load_rgb
-from resnet_repro.data.loading import resolve_drop_last
 from resnet_repro.data.normalize import normalize
 from resnet_repro.data.prepared import check_split_arrays
 
@@ -148,10 +146,11 @@ class _EpochOrder(Sampler):
 
 
 def _worker_init(worker_id: int) -> None:
-    # A cluster's SIGTERM reaches every process of the job. The workers keep serving batches so that
-    # the main process can finish its step and save a checkpoint; they end when it shuts them down
-    # (below) or dies.
+    # A cluster's SIGTERM reaches every process of the job, and Ctrl-C every process of the terminal's
+    # foreground group. The workers keep serving batches so that the main process can finish its step
+    # and save a checkpoint; they end when it shuts them down (below) or dies.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _shut_down_workers(loader_ref: weakref.ref) -> None:
@@ -165,22 +164,20 @@ def _shut_down_workers(loader_ref: weakref.ref) -> None:
 
 
 class TorchLoader:
-    """Batches `(images, labels)`: the interface and contract of ffcv_io.FfcvLoader.
+    """Batches `(images, labels)` from a Dataset of this module: a data.loading.Loader.
 
     On CUDA, batches are collated into pinned memory and copied with non_blocking=True, so the copy
     overlaps the previous step. `rank`/`num_replicas` shard each epoch's order for DDP: each rank gets
     batch_size images of every global batch of batch_size * num_replicas.
     """
 
-    starts_mid_epoch = True  # set_epoch takes first_batch: a resume skips batches without loading them
-
     def __init__(self, dataset: Dataset, *, batch_size: int, train: bool, mean_image: torch.Tensor,
-                 device: torch.device, num_workers: int = 2, seed: int = 0, drop_last: bool | None = None,
-                 rank: int = 0, num_replicas: int = 1):
+                 device: torch.device, num_workers: int = 2, seed: int = 0, rank: int = 0,
+                 num_replicas: int = 1):
         self._order = _EpochOrder(len(dataset), seed, shuffle=train, rank=rank, num_replicas=num_replicas)
         self._device = device
         self._batch_size = batch_size
-        self._drop_last = resolve_drop_last(train, drop_last)
+        self._drop_last = train
         self._mean_image = mean_image.to(device=device, dtype=torch.float32)
         # Its own generator: creating the workers would otherwise draw from (and so shift) the global
         # torch RNG, which a resumed run must find exactly as it was saved.
@@ -200,8 +197,7 @@ class TorchLoader:
         return images // self._batch_size if self._drop_last else math.ceil(images / self._batch_size)
 
     def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
-        """Make the next iteration produce epoch `epoch` (0-based) from its batch `first_batch` on;
-        iterating advances the epoch by one."""
+        # The sampler starts at the batch: the batches before it are never loaded.
         self._order.epoch, self._order.start = epoch, first_batch * self._batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_repro.artifacts import load_trained
+from resnet_repro.artifacts import TrainedModel, load_trained
 from resnet_repro.config import Params
 from resnet_repro.data.imagefolder import read_list
 from resnet_repro.data.loading import make_split_loader, split_names
@@ -27,8 +27,7 @@ from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
 
 def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict:
     device = resolve_device(params.train.device)
-    trained = load_trained(layout.model_dir(variant, seed), device)
-    trained.module.to(memory_format=torch.channels_last)
+    trained = load_net(layout, variant, seed, device)
     metrics, responses = {}, None
     for split in ("test", "val"):
         if split not in split_names(layout):
@@ -50,6 +49,13 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
     write_json(layout.metrics_dir(variant, seed) / "responses.json", responses)
     write_json(layout.metrics_dir(variant, seed) / "eval.json", metrics)
     return metrics
+
+
+def load_net(layout: Layout, variant: str, seed: int, device: torch.device) -> TrainedModel:
+    """The trained net as saved (not the one a training left in memory), in channels_last."""
+    trained = load_trained(layout.model_dir(variant, seed), device)
+    trained.module.to(memory_format=torch.channels_last)
+    return trained
 
 
 def _paper_imagenet_testing(params: Params, layout: Layout, trained, device: torch.device) -> dict:

@@ -4,8 +4,8 @@
     with TrainingRun.start(uri, "resnet-repro-cifar10", "resnet20 seed 0", params, tags) as run:
         run.log_metrics({"loss": 2.30, "lr": 0.1}, step=1)
 
-Leaving the block ends the run FINISHED, or FAILED with the exception recorded as a tag (KILLED for an
-exception whose class says `run_status = "KILLED"`: a training stopped by a signal, to be resumed).
+Leaving the block ends the run FINISHED, or FAILED with the exception recorded as a tag (KILLED for
+train.errors.TrainingInterrupted: a training stopped by a signal, to be resumed).
 A run that has already FINISHED can be started again to add later results (the evaluation's metrics):
 it is not reopened, so its status and end time, and with them its duration in MLflow, stay the training's.
 
@@ -26,6 +26,8 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.rest_utils import http_request, verify_rest_response
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
+
+from resnet_repro.train.errors import TrainingInterrupted
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -222,7 +224,9 @@ class TrainingRun:
         if error is None:
             self.end("FINISHED")
         else:
-            self.end(getattr(error, "run_status", "FAILED"), reason=f"{error_type.__name__}: {error}")
+            # A training stopped by a signal is to be resumed, not a failure.
+            status = "KILLED" if isinstance(error, TrainingInterrupted) else "FAILED"
+            self.end(status, reason=f"{error_type.__name__}: {error}")
 
 
 def study_run_id(client: MlflowClient, experiment_id: str, study: str) -> str:

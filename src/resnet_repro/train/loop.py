@@ -1,23 +1,28 @@
-"""The training loop: SGD steps until `iterations`, with logging, curves and resumable checkpoints.
+"""The training loop: SGD steps until train.iterations, with logging, evaluations and checkpoints.
 
-The loss is read back from the device only every `log_every` steps, so the loop never waits on the
-GPU inside a step. Everything the loop needs to continue lives in `training_state()`: weights,
-optimizer, schedule, scaler, iteration (hence the position in the data order), the half-filled logging
-window and every RNG state. `fit` resumes from such a state at the exact iteration it was saved at and,
-in deterministic mode with a loader whose data is a function of (seed, epoch, position), ends with the
+    state = resume_or_start(path, fingerprint(...))
+    result = fit(model, optimizer, PaperSchedule(train, depth), loader, train, device,
+                 hooks=Hooks(on_log=run.log_metrics, on_checkpoint=lambda state: state.save(path)), state=state)
+
+Each step runs in `TrainingStep` and leaves its loss on the device; the loop reads the loss back every
+train.log_every steps only, so it never waits on the GPU inside a step. Where the training stands lives
+in a `TrainingState` (train.state), which the loop keeps up to date and hands to `on_checkpoint`. `fit`
+continues such a state at the iteration it was saved at (the loader starts mid-epoch itself) and, in
+deterministic mode with a loader whose data is a function of (seed, epoch, position), ends with the
 same weights, bit for bit, as a run that was never interrupted. That loader is the torch backend
 (data.torch_loader). The FFCV backend resumes at the same position in the same data order, but FFCV
 1.0.2 draws its augmentations from numba's per-thread generators, which cannot be seeded: the resumed
 run sees other crops and flips, so it ends close to, not equal to, the uninterrupted one.
 
-SIGTERM (what a cluster sends before it kills a job) is honoured at the next step boundary: a
-checkpoint is written and TrainingInterrupted raised.
+SIGTERM (what a cluster sends before it kills a job) and Ctrl-C are honoured at the next step boundary:
+a checkpoint is written and TrainingInterrupted raised. A second Ctrl-C stops at once. A NaN or
+infinite loss raises TrainingDiverged, and no checkpoint of the diverged state is written.
 
-Under torchrun (resnet_repro.train.distributed) every process runs this loop on its share of each
-batch, through DistributedDataParallel. The processes agree at each log step, the loop's one
-synchronisation: the window's loss and error are summed over all of them (so the curves, the warm-up
-and the divergence check see the global batch) together with any stop request, so that all stop at
-the same iteration. Rank 0 alone measures test error, logs and saves.
+Under torchrun (train.distributed) every process runs this loop on its share of each batch, through
+DistributedDataParallel. The processes agree at each log step, the loop's one synchronisation: the
+window's loss and error are summed over all of them (so the curves, the warm-up and the divergence
+check see the global batch) together with any stop request, so that all stop at the same iteration.
+Rank 0 alone logs and saves.
 """
 
 import contextlib
@@ -25,48 +30,43 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from resnet_repro.device import autocast
-from resnet_repro.train.checkpoint import restore_rng_states, rng_states
+from resnet_repro.config import TrainParams
+from resnet_repro.data.loading import Loader
+from resnet_repro.device import autocast, autocast_dtype, resolve_compile
 from resnet_repro.train.distributed import Processes
+from resnet_repro.train.errors import TrainingDiverged, TrainingInterrupted
 from resnet_repro.train.recipe import PaperSchedule
+from resnet_repro.train.state import Curves, TrainingState
+
+ONE_PROCESS = Processes()  # not distributed
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the iteration."""
+def _ignore(*arguments) -> None:
+    pass
 
 
-class TrainingInterrupted(RuntimeError):
-    """A stop signal arrived; a checkpoint was saved at the iteration the message names."""
+@dataclass(frozen=True)
+class Hooks:
+    """What the loop tells its caller; each is optional.
 
-    run_status = "KILLED"  # how tracking.runs.TrainingRun ends the MLflow run: stopped, not failed
+    on_log(metrics, iteration): a log row (loss, train_error, lr, images_per_second), or an evaluation's errors.
+    on_evaluate(): held-out errors, every train.eval_every iterations and at the end, e.g.
+        {"test_error": 0.31, "val_error": 0.30}: test_error draws the error curve, val_error feeds a
+        plateau schedule. Distributed, every process calls it, and val_error must be the same on all.
+    on_checkpoint(state): the state to save, every train.checkpoint_every iterations or
+        train.checkpoint_seconds, at the end and when stopped; rank 0 only.
+    """
 
-
-@dataclass
-class LoopSettings:
-    iterations: int
-    log_every: int
-    checkpoint_every: int
-    checkpoint_seconds: float
-    eval_every: int  # 0: measure test error only at the end
-    device: torch.device
-    dtype: torch.dtype | None  # autocast dtype; None for fp32
-    channels_last: bool = True
-    compile: bool = False
-
-
-@dataclass
-class Curves:
-    """Per-log-step loss, error and lr, and per-evaluation train/test error (the DVC plots)."""
-
-    steps: list[dict] = field(default_factory=list)
-    errors: list[dict] = field(default_factory=list)
+    on_log: Callable[[dict, int], None] = _ignore
+    on_evaluate: Callable[[], dict[str, float]] | None = None
+    on_checkpoint: Callable[[TrainingState], None] = _ignore
 
 
 @dataclass
@@ -75,8 +75,154 @@ class FitResult:
     final_loss: float
     final_train_error: float
     final_test_error: float | None
-    seconds: float
+    seconds: float  # of training, evaluations excluded
     images_per_second: float
+
+
+class TrainingStep:
+    """One SGD step on a batch: forward under autocast (train.precision), backward through the gradient
+    scaler (fp16 only), optimizer step, in train.channels_last and compiled if train.compile says so.
+    Nothing in it reads a value back from the device (torch's fp16 GradScaler aside, which checks for
+    overflow); it returns the loss and logits as device tensors."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainParams,
+                 device: torch.device, processes: Processes = ONE_PROCESS):
+        self.optimizer, self.device = optimizer, device
+        self.dtype = autocast_dtype(train.precision, device)
+        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        # `model` keeps its plain state_dict keys for checkpoints and export; the step runs `forward`, which
+        # averages the gradients over the processes (DDP) and is compiled, if asked, around that.
+        forward = model
+        if processes.distributed:
+            forward = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None)
+        if resolve_compile(train.compile, device):
+            forward = torch.compile(forward)
+        self.forward = forward
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = images.contiguous(memory_format=self.memory_format)  # a no-op when the loader made it so
+        with autocast(self.device, self.dtype):
+            logits = self.forward(images)
+            loss = F.cross_entropy(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), logits.detach()
+
+
+def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: PaperSchedule, loader: Loader,
+        train: TrainParams, device: torch.device, *, hooks: Hooks = Hooks(), state: TrainingState | None = None,
+        processes: Processes = ONE_PROCESS) -> FitResult:
+    """Train `model` to train.iterations, from `state` if it holds a started training (which it then
+    keeps up to date), else from the start. Distributed (`processes`), every process calls this with
+    its own shard of the loader."""
+    state = state if state is not None else TrainingState(fingerprint="")
+    step = TrainingStep(model, optimizer, train, device, processes)
+    if state.started:
+        state.restore(model, optimizer, schedule, step.scaler)
+    # Rank 0 saved its own window: the others start theirs empty, so the sums over processes stay exact.
+    window = _Window(device, state.window if processes.is_main else None)
+    loss = train_error = lr = math.nan
+    test_error = None
+
+    def log_row() -> None:
+        """Close the window into a row of the curve; the loop's one host-device synchronisation."""
+        nonlocal loss, train_error
+        loss, train_error = window.loss.item() / window.images, window.wrong.item() / window.images
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss} at iteration {state.iteration} (lr {lr:g}); "
+                                   f"the last good checkpoint is kept")
+        seconds = window.elapsed()
+        state.seconds += seconds
+        state.images_trained += window.images
+        row = {"step": state.iteration, "loss": loss, "train_error": train_error, "lr": lr,
+               "images_per_second": window.images / seconds}
+        state.curves.steps.append(row)
+        hooks.on_log({key: value for key, value in row.items() if key != "step"}, state.iteration)
+        progress.set_postfix(loss=f"{loss:.3f}", err=f"{train_error:.3f}", lr=f"{lr:g}",
+                             img_s=f"{row['images_per_second']:.0f}")
+        if schedule.observe(state.iteration, train_error):
+            tqdm.write(f"Warm-up done at iteration {state.iteration} (training error {train_error:.3f}); "
+                       f"lr back to {schedule.lr(state.iteration):g}")
+
+    def evaluate() -> None:
+        nonlocal test_error
+        errors = hooks.on_evaluate()
+        hooks.on_log(errors, state.iteration)
+        if "val_error" in errors and schedule.observe_validation(state.iteration, errors["val_error"]):
+            tqdm.write(f"Validation error {errors['val_error']:.4f} has plateaued at iteration "
+                       f"{state.iteration}: lr down to {schedule.lr(state.iteration):g}")
+        if "test_error" in errors:
+            test_error = errors["test_error"]
+            state.curves.errors.append({"step": state.iteration, "test_error": test_error,
+                                        "train_error": _train_error_since_last_evaluation(state.curves)})
+        model.train()
+
+    def checkpoint() -> None:
+        # Between log rows the loss is unchecked; and a finite loss can still hide overflowed weights
+        # or BN statistics. Never save either.
+        if not window.loss.isfinite():
+            raise TrainingDiverged(f"loss is {window.loss.item() / window.images} at iteration {state.iteration} "
+                                   f"(lr {lr:g}); the last good checkpoint is kept")
+        if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
+            raise TrainingDiverged(f"weights became non-finite at iteration {state.iteration} (lr {lr:g}); "
+                                   f"the last good checkpoint is kept")
+        state.window, state.complete = window.state_dict(), state.iteration == train.iterations
+        state.capture(model, optimizer, schedule, step.scaler)
+        hooks.on_checkpoint(state)
+
+    # The position in the data order is a function of the iteration: epoch and batch within it.
+    epoch, first_batch = divmod(state.iteration, len(loader))
+    last_checkpoint = time.monotonic()
+    model.train()
+    progress = tqdm(total=train.iterations, initial=state.iteration, unit="it", dynamic_ncols=True, desc="train",
+                    mininterval=1.0, disable=not processes.is_main)
+    with _stop_requests() as stop, progress:
+        while state.iteration < train.iterations:
+            loader.set_epoch(epoch, first_batch)
+            for images, labels in _batches(loader, stop):
+                lr = schedule.lr(state.iteration)
+                batch_loss, logits = step(images, labels, lr)
+                window.add(batch_loss, logits, labels)
+                state.iteration += 1
+                progress.update()
+
+                is_last = state.iteration == train.iterations
+                evaluating = is_last or (train.eval_every and state.iteration % train.eval_every == 0)
+                # A single process stops at any step; processes stop together, at a step where they agree.
+                stopping = stop.requested and not processes.distributed
+                # An evaluation closes the logging window too, so that its row of the error curve has the
+                # training error of the iterations since the last one, whatever log_every is.
+                if evaluating or state.iteration % train.log_every == 0:
+                    stopping = window.add_other_processes(processes, stop.requested)
+                    log_row()
+                    if evaluating and hooks.on_evaluate is not None:
+                        evaluate()
+                    window = _Window(device)  # its clock starts after the evaluation: that is not training
+
+                checkpoint_due = (state.iteration % train.checkpoint_every == 0 or is_last or stopping
+                                  or time.monotonic() - last_checkpoint >= train.checkpoint_seconds)
+                if processes.is_main and checkpoint_due:
+                    checkpoint()
+                    last_checkpoint = time.monotonic()
+                if stopping and not is_last:
+                    raise TrainingInterrupted(stop.signal or signal.SIGTERM, state.iteration, train.iterations)
+                if is_last:
+                    break
+            if stop.requested and not processes.distributed and state.iteration < train.iterations:
+                # The loader ended early: its workers got the same signal.
+                if processes.is_main:
+                    checkpoint()
+                raise TrainingInterrupted(stop.signal, state.iteration, train.iterations)
+            epoch, first_batch = epoch + 1, 0
+    return FitResult(curves=state.curves, final_loss=loss, final_train_error=train_error,
+                     final_test_error=test_error, seconds=state.seconds,
+                     images_per_second=state.images_trained / state.seconds if state.seconds else math.nan)
 
 
 class _Window:
@@ -93,6 +239,11 @@ class _Window:
             self.images, self.seconds = state["images"], state["seconds"]
         self.started = time.perf_counter()
 
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss.float() * labels.numel()
+        self.wrong += (logits.argmax(dim=1) != labels).sum()
+        self.images += labels.numel()
+
     def add_other_processes(self, processes: Processes, stop_requested: bool) -> bool:
         """Sum loss, mistakes and images over all processes; True if any of them was asked to stop."""
         if not processes.distributed:
@@ -105,211 +256,47 @@ class _Window:
         self.images = int(totals[2])
         return bool(totals[3] > 0)
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.loss += loss.detach().float() * labels.numel()
-        self.wrong += (logits.detach().argmax(dim=1) != labels).sum()
-        self.images += labels.numel()
-
     def elapsed(self) -> float:
         return self.seconds + time.perf_counter() - self.started
-
-    def pause(self) -> None:
-        """Stop the clock (evaluation is not training throughput); `resume` restarts it."""
-        self.seconds += time.perf_counter() - self.started
-
-    def resume(self) -> None:
-        self.started = time.perf_counter()
 
     def state_dict(self) -> dict:
         return {"loss": self.loss.cpu(), "wrong": self.wrong.cpu(), "images": self.images, "seconds": self.elapsed()}
 
 
+class _StopRequest:
+    """Set by SIGTERM or Ctrl-C (SIGINT), read at step boundaries. A second Ctrl-C does not wait:
+    KeyboardInterrupt, as without the loop."""
+
+    def __init__(self):
+        self.signal: signal.Signals | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def set(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum)
+
+
 @contextlib.contextmanager
 def _stop_requests():
-    """A flag set by SIGTERM, read at step boundaries. Only the main thread can own signal handlers;
-    elsewhere (a test calling fit from a thread) the flag simply never gets set."""
-    requested = threading.Event()
+    """A stop request for the duration of the loop. Only the main thread can own signal handlers;
+    elsewhere (a test calling fit from a thread) no stop is ever requested."""
+    request = _StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield requested
+        yield request
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    previous = {number: signal.signal(number, request.set) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield requested
+        yield request
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
-def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: PaperSchedule, loader,
-        settings: LoopSettings, *, resume: dict | None = None,
-        save_checkpoint: Callable[[dict], None] = lambda state: None,
-        log_metrics: Callable[[dict, int], None] = lambda metrics, step: None,
-        measure_test_error: Callable[[], float] | None = None,
-        measure_validation_error: Callable[[], float] | None = None,
-        processes: Processes = Processes()) -> FitResult:
-    """Train `model` to `settings.iterations`. `measure_validation_error`, if given, feeds the schedule
-    (a plateau schedule) every eval_every iterations; `measure_test_error` draws the curves.
-
-    Distributed (`processes`), every process calls this with its own loader shard; `measure_test_error`
-    is rank 0's alone, `measure_validation_error` must return the same value on every rank."""
-    with _stop_requests() as stop_requested:
-        return _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, log_metrics,
-                    measure_test_error, measure_validation_error, stop_requested, processes)
-
-
-def _fit(model, optimizer, schedule, loader, settings, resume, save_checkpoint, log_metrics, measure_test_error,
-         measure_validation_error, stop_requested, processes) -> FitResult:
-    device = settings.device
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    # `model` keeps its plain state_dict keys for checkpoints and export; the step runs `forward`, which
-    # averages the gradients over the processes (DDP) and is compiled, if asked, around that.
-    forward = model
-    if processes.distributed:
-        forward = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None)
-    if settings.compile:
-        forward = torch.compile(forward)
-    scaler = torch.amp.GradScaler(device.type, enabled=settings.dtype == torch.float16)
-    curves, iteration, seconds, images_trained, window = Curves(), 0, 0.0, 0, _Window(device)
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        schedule.load_state_dict(resume["schedule"])
-        scaler.load_state_dict(resume["scaler"])
-        restore_rng_states(resume["rng"])
-        curves = Curves(resume["curves"]["steps"], resume["curves"]["errors"])
-        iteration, seconds, images_trained = resume["iteration"], resume["seconds"], resume["images_trained"]
-        # Rank 0 saved its own window: the others start theirs empty, so the sums stay exact.
-        window = _Window(device, resume["window"] if processes.is_main else None)
-        if processes.is_main:
-            print(f"Resumed from checkpoint at iteration {iteration} of {settings.iterations}", flush=True)
-
-    def training_state() -> dict:
-        return {
-            "iteration": iteration,
-            "seconds": seconds,
-            "images_trained": images_trained,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rng_states(),
-            "window": window.state_dict(),
-            "curves": {"steps": curves.steps, "errors": curves.errors},
-        }
-
-    def checkpoint() -> None:
-        # Between log rows the loss is unchecked; and a finite loss can still hide overflowed weights
-        # or BN statistics. Never save either.
-        if not window.loss.isfinite():
-            raise TrainingDiverged(f"loss is not finite at iteration {iteration} (lr {lr:g}); "
-                                   f"the last good checkpoint is kept")
-        if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
-            raise TrainingDiverged(f"weights became non-finite at iteration {iteration} (lr {lr:g}); "
-                                   f"the last good checkpoint is kept")
-        save_checkpoint(training_state())
-
-    def stop() -> None:
-        if processes.is_main:
-            checkpoint()
-        progress.close()
-        raise TrainingInterrupted(f"stopped by SIGTERM at iteration {iteration} of {settings.iterations}; "
-                                  f"checkpoint saved, run again to resume")
-
-    # The position in the data order is a function of the iteration: epoch and batch within it.
-    batches_per_epoch = len(loader)
-    epoch, first_batch = divmod(iteration, batches_per_epoch)
-    loss_value = train_error = math.nan
-    test_error = None
-    last_checkpoint = time.monotonic()
-    model.train()
-    progress = tqdm(total=settings.iterations, initial=iteration, unit="it", dynamic_ncols=True,
-                    desc="train", mininterval=1.0, disable=not processes.is_main)
-    while iteration < settings.iterations:
-        batches_to_skip = _start_epoch(loader, epoch, first_batch)
-        first_batch = 0
-        for images, labels in _batches(loader, stop_requested):
-            if batches_to_skip:  # a loader that cannot start mid-epoch: read past what was already seen
-                batches_to_skip -= 1
-                continue
-            lr = schedule.lr(iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = images.contiguous(memory_format=memory_format)  # a no-op when the loader made it so
-            with autocast(device, settings.dtype):
-                logits = forward(images)
-                loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            window.add(loss, logits, labels)
-            iteration += 1
-            progress.update()
-
-            is_last = iteration == settings.iterations
-            wants_eval = settings.eval_every and iteration % settings.eval_every == 0
-            # A single process stops at any step; processes stop together, at a step where they agree.
-            must_stop = stop_requested.is_set() and not processes.distributed
-            # An evaluation closes the logging window too, so that its row of the error curve has the
-            # training error of the iterations since the last one, whatever log_every is.
-            if iteration % settings.log_every == 0 or is_last or wants_eval:
-                # The only host-device synchronisation of the loop (and exchange between processes).
-                must_stop = window.add_other_processes(processes, stop_requested.is_set())
-                loss_value = window.loss.item() / window.images
-                train_error = window.wrong.item() / window.images
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(
-                        f"loss is {loss_value} at iteration {iteration} (lr {lr:g}); "
-                        f"the last good checkpoint is kept")
-                elapsed = window.elapsed()
-                seconds += elapsed
-                images_trained += window.images
-                row = {"step": iteration, "loss": loss_value, "train_error": train_error, "lr": lr,
-                       "images_per_second": window.images / elapsed}
-                curves.steps.append(row)
-                log_metrics({k: v for k, v in row.items() if k != "step"}, iteration)
-                progress.set_postfix(loss=f"{loss_value:.3f}", err=f"{train_error:.3f}", lr=f"{lr:g}",
-                                     img_s=f"{row['images_per_second']:.0f}")
-                if schedule.observe(iteration, train_error):
-                    tqdm.write(f"Warm-up done at iteration {iteration} (training error {train_error:.3f}); "
-                               f"lr back to {schedule.lr(iteration):g}")
-                window = _Window(device)
-
-            if wants_eval or is_last:
-                window.pause()
-                if measure_validation_error is not None and wants_eval:
-                    validation_error = measure_validation_error()
-                    log_metrics({"val_error": validation_error}, iteration)
-                    if schedule.observe_validation(iteration, validation_error):
-                        tqdm.write(f"Validation error {validation_error:.4f} has plateaued at iteration "
-                                   f"{iteration}: lr down to {schedule.lr(iteration):g}")
-                if measure_test_error is not None:
-                    test_error = measure_test_error()
-                    recent = [r["train_error"] for r in curves.steps if r["step"] > _last_step(curves.errors)]
-                    curves.errors.append({"step": iteration, "train_error": sum(recent) / len(recent),
-                                          "test_error": test_error})
-                    log_metrics({"test_error": test_error}, iteration)
-                model.train()
-                window.resume()
-
-            if processes.is_main and (iteration % settings.checkpoint_every == 0 or is_last
-                                      or time.monotonic() - last_checkpoint >= settings.checkpoint_seconds):
-                checkpoint()
-                last_checkpoint = time.monotonic()
-            if must_stop and not is_last:
-                stop()
-            if is_last:
-                break
-        if stop_requested.is_set() and iteration < settings.iterations and not processes.distributed:
-            stop()  # the loader ended early: its workers got the same SIGTERM
-        epoch += 1
-    progress.close()
-    return FitResult(curves=curves, final_loss=loss_value, final_train_error=train_error,
-                     final_test_error=test_error, seconds=seconds,
-                     images_per_second=images_trained / seconds if seconds else math.nan)
-
-
-def _batches(loader, stop_requested: threading.Event):
+def _batches(loader: Loader, stop: _StopRequest):
     """The batches of `loader`; once a stop is requested, a failing loader just ends the epoch. A
     cluster's SIGTERM reaches the loader's worker processes too, and the state after the last complete
     step is still worth its checkpoint."""
@@ -320,21 +307,13 @@ def _batches(loader, stop_requested: threading.Event):
         except StopIteration:
             return
         except Exception:
-            if stop_requested.is_set():
+            if stop.requested:
                 return
             raise
         yield batch
 
 
-def _start_epoch(loader, epoch: int, first_batch: int) -> int:
-    """Point `loader` at batch `first_batch` of `epoch`; returns how many batches the loop must still
-    skip itself (the FFCV backend can only start an epoch at its beginning)."""
-    if first_batch and getattr(loader, "starts_mid_epoch", False):
-        loader.set_epoch(epoch, first_batch)
-        return 0
-    loader.set_epoch(epoch)
-    return first_batch
-
-
-def _last_step(rows: list[dict]) -> int:
-    return rows[-1]["step"] if rows else 0
+def _train_error_since_last_evaluation(curves: Curves) -> float:
+    last = curves.errors[-1]["step"] if curves.errors else 0
+    recent = [row["train_error"] for row in curves.steps if row["step"] > last]
+    return sum(recent) / len(recent)

@@ -17,7 +17,8 @@ small object with state that the checkpoint saves and restores.
 """
 
 import math
-from dataclasses import asdict, dataclass
+
+from resnet_repro.config import TrainParams
 
 # Every key of params.yaml's train section that a recipe decides. `resnet-repro recipe select NAME`
 # (and `resnet-repro study select`) writes them into params.yaml; from then on the file is the truth.
@@ -42,51 +43,45 @@ def recipe_settings(name: str) -> dict:
     return {f"train.{key}": value for key, value in RECIPES[name].items()}
 
 
-@dataclass
 class PaperSchedule:
-    base_lr: float
-    milestones: list[int]
-    decay: float
-    warmup_lr: float | None = None  # None: no warm-up
-    warmup_until_error: float = 0.8
-    warmup_max_iterations: int = 4000
-    linear_warmup_iterations: int = 0  # 0: none (the paper)
-    warming_up: bool = False
-    plateau: bool = False  # also divide by 1/decay when the validation error plateaus
-    plateau_patience: int = 5
-    plateau_threshold: float = 0.002
-    best_error: float = math.inf
-    measurements_since_best: int = 0
-    plateau_decays: int = 0
+    """The learning rate of each iteration under the recipe of `train` (config.TrainParams), for a net of
+    `depth` layers: milestones, the constant warm-up of the deepest nets, an optional linear ramp, and
+    the plateau decays. What it has measured so far (warm-up over, plateau count) is its state."""
 
-    def __post_init__(self) -> None:
-        self.warming_up = self.warming_up or self.warmup_lr is not None
+    def __init__(self, train: TrainParams, depth: int):
+        self.train = train
+        self.warming_up = depth >= train.warmup_min_depth and train.warmup_max_iterations > 0
+        self.best_error = math.inf  # the plateau's: the best validation error so far,
+        self.measurements_since_best = 0  # how many measurements since it improved by plateau_threshold,
+        self.plateau_decays = 0  # and how many times the lr has been divided for a plateau
 
     def lr(self, iteration: int) -> float:
+        train = self.train
         if self.warming_up:
-            return self.warmup_lr
-        passed = sum(iteration >= milestone for milestone in self.milestones)
-        lr = self.base_lr * self.decay ** (passed + self.plateau_decays)
-        if iteration < self.linear_warmup_iterations:
-            lr *= (iteration + 1) / self.linear_warmup_iterations
+            return train.warmup_lr
+        passed = sum(iteration >= milestone for milestone in train.milestones)
+        lr = train.lr * train.lr_decay ** (passed + self.plateau_decays)
+        if iteration < train.linear_warmup_iterations:
+            lr *= (iteration + 1) / train.linear_warmup_iterations
         return lr
 
     def observe(self, iteration: int, train_error: float) -> bool:
         """Feed the running training error; returns True at the moment the warm-up ends."""
-        if self.warming_up and (train_error < self.warmup_until_error or iteration >= self.warmup_max_iterations):
+        if self.warming_up and (train_error < self.train.warmup_until_error
+                                or iteration >= self.train.warmup_max_iterations):
             self.warming_up = False
             return True
         return False
 
     def observe_validation(self, iteration: int, error: float) -> bool:
         """Feed the validation error (every eval_every); returns True when it decays the lr on a plateau."""
-        if not self.plateau:
+        if self.train.schedule != "plateau":
             return False
-        if error < self.best_error - self.plateau_threshold:
+        if error < self.best_error - self.train.plateau_threshold:
             self.best_error, self.measurements_since_best = error, 0
             return False
         self.measurements_since_best += 1
-        if self.measurements_since_best < self.plateau_patience:
+        if self.measurements_since_best < self.train.plateau_patience:
             return False
         # The new lr gets `patience` measurements of its own before it can be judged a plateau.
         self.plateau_decays += 1
@@ -94,25 +89,9 @@ class PaperSchedule:
         return True
 
     def state_dict(self) -> dict:
-        return asdict(self)
+        return {"warming_up": self.warming_up, "best_error": self.best_error,
+                "measurements_since_best": self.measurements_since_best, "plateau_decays": self.plateau_decays}
 
     def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
-
-def schedule_for(train_params, depth: int) -> PaperSchedule:
-    """The schedule of `train_params` (config.TrainParams) for a net of `depth` layers."""
-    needs_warmup = depth >= train_params.warmup_min_depth and train_params.warmup_max_iterations > 0
-    return PaperSchedule(
-        base_lr=train_params.lr,
-        milestones=list(train_params.milestones),
-        decay=train_params.lr_decay,
-        warmup_lr=train_params.warmup_lr if needs_warmup else None,
-        warmup_until_error=train_params.warmup_until_error,
-        warmup_max_iterations=train_params.warmup_max_iterations,
-        linear_warmup_iterations=train_params.linear_warmup_iterations,
-        plateau=train_params.schedule == "plateau",
-        plateau_patience=train_params.plateau_patience,
-        plateau_threshold=train_params.plateau_threshold,
-    )
+        self.warming_up, self.best_error = state["warming_up"], state["best_error"]
+        self.measurements_since_best, self.plateau_decays = state["measurements_since_best"], state["plateau_decays"]

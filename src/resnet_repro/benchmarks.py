@@ -1,7 +1,7 @@
 """End-to-end training throughput (loader + step) on the real CIFAR-10, and a bf16-vs-fp32 accuracy check.
 
-`bench_training` runs the training loop (`loop.fit`, the code the train stage runs) twice on the same
-net, workers and batch size:
+`bench_training` runs the training loop (train.loop.fit, the code the train stage runs) twice on the
+same net, workers and batch size, with the recipe of params.yaml at a constant lr:
   - configured: the project's loader backend and speed paths (precision, channels_last, compile);
   - baseline:   fp32, eager, NCHW, fed by torchvision's usual pipeline (PIL images,
                 torchvision.transforms, a shuffling DataLoader), i.e. a typical PyTorch CIFAR script.
@@ -10,7 +10,7 @@ torch.compile, oneDNN's first calls), over `timed_steps`.
 
 `bench_startup` measures what comes before that: the fixed cost a train@ and an evaluate@ stage pay in
 their own process (imports, FFCV's import and numba compilation, the loaders, the MLflow run, the
-first batch and step, the first evaluation), part by part.
+first batch and step, the first evaluation), part by part, with the stages' own pieces.
 """
 
 import contextlib
@@ -27,20 +27,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from resnet_repro import models
-from resnet_repro.artifacts import load_trained, save_trained
 from resnet_repro.config import Params, TrainParams, load_params, update_params_file
 from resnet_repro.data import cifar10
 from resnet_repro.data.augment import augmentation_for
-from resnet_repro.data.bench import PilArrays
-from resnet_repro.data.loading import augmentation_from, make_split_loader
+from resnet_repro.data.bench import DataLoaderBatches, PilArrays
+from resnet_repro.data.loading import Loader, augmentation_from, make_split_loader
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor
 from resnet_repro.device import (
-    autocast,
     autocast_dtype,
     configure_determinism,
     cpu_has_native_bf16,
@@ -49,10 +46,13 @@ from resnet_repro.device import (
 )
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.layout import Layout
+from resnet_repro.stages import evaluate as evaluate_stage
+from resnet_repro.stages import train as train_stage
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
-from resnet_repro.train.loop import LoopSettings, fit
+from resnet_repro.train.distributed import Processes
+from resnet_repro.train.loop import TrainingStep, fit
+from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
-from resnet_repro.train.stage import optimizer_for
 
 
 @dataclass(frozen=True)
@@ -69,38 +69,27 @@ class TrainBenchSettings:
     timed_steps: int = 60
 
 
-class _Batches:
-    """A plain DataLoader behind the loaders' interface (len, set_epoch), as the loop expects."""
-
-    def __init__(self, loader: DataLoader, device: torch.device):
-        self._loader, self._device = loader, device
-
-    def __len__(self) -> int:
-        return len(self._loader)
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __iter__(self):
-        for images, labels in self._loader:
-            yield images.to(self._device, non_blocking=True), labels.to(self._device, non_blocking=True)
+def _shortened(train: TrainParams, **changes) -> TrainParams:
+    """The recipe of `train` with `changes` (a shorter run, other speed paths), validated as params.yaml
+    is; one process, no evaluation, and no checkpoint before the last."""
+    return TrainParams.model_validate({**train.model_dump(), "nproc": 1, "eval_every": 0, "checkpoint_seconds": math.inf,
+                                       "checkpoint_every": changes["iterations"], **changes})
 
 
-def _training_images_per_second(model: torch.nn.Module, loader, settings: LoopSettings, batch_size: int,
-                                 train: TrainParams) -> float:
-    """Images/s of `fit` on `loader` after its first log window (the warm-up), at the recipe's lr."""
-    result = fit(model, optimizer_for(model, train), PaperSchedule(base_lr=train.lr, milestones=[], decay=train.lr_decay),
-                 loader, settings)
+def _training_images_per_second(model: torch.nn.Module, depth: int, loader: Loader, train: TrainParams,
+                                 device: torch.device) -> float:
+    """Images/s of `fit` on `loader` after its first log window (the warm-up)."""
+    result = fit(model, optimizer_for(model, train), PaperSchedule(train, depth), loader, train, device)
     images = seconds = 0.0
     for previous, row in zip(result.curves.steps, result.curves.steps[1:]):  # the first row is the warm-up
-        window_images = (row["step"] - previous["step"]) * batch_size
+        window_images = (row["step"] - previous["step"]) * train.batch_size
         images, seconds = images + window_images, seconds + window_images / row["images_per_second"]
     return images / seconds
 
 
 def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) -> dict:
     """Training images/s with `settings`, and of the baseline; the optimizer and augmentation are those of
-    `params` (the project's params.yaml)."""
+    `params` (the project's params.yaml), at the recipe's lr, constant."""
     torch.manual_seed(0)
     device = resolve_device(settings.device)
     configure_determinism(False, cudnn_benchmark=True)
@@ -109,12 +98,14 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
     stats = image_stats(images)
     mean_image = mean_image_tensor(stats).to(device)
     augmentation = augmentation_for("cifar10", params.augment, stats)
-    dtype = autocast_dtype(settings.precision, device)
-    compiled = resolve_compile(settings.compile, device)
     # Both runs log one row per warmup_steps; the first row is the warm-up, the others are timed.
-    steps = settings.warmup_steps + settings.timed_steps
-    loop = dict(iterations=steps, log_every=settings.warmup_steps, checkpoint_every=steps, checkpoint_seconds=math.inf,
-                eval_every=0, device=device)
+    configured_train = _shortened(
+        params.train, iterations=settings.warmup_steps + settings.timed_steps, log_every=settings.warmup_steps,
+        batch_size=settings.batch_size, schedule="steps", milestones=[], warmup_max_iterations=0,
+        linear_warmup_iterations=0, precision=settings.precision, channels_last=settings.channels_last,
+        compile=settings.compile)
+    baseline_train = configured_train.model_copy(update={"precision": "fp32", "channels_last": False, "compile": False})
+    depth = models.spec(settings.model).depth
     common = {"batch_size": settings.batch_size, "train": True, "mean_image": mean_image, "device": device,
               "num_workers": settings.workers}
 
@@ -131,9 +122,7 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
             loader = TorchLoader(ArrayImages(images, labels, augmentation, train=True), **common)
         memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         model = models.build(settings.model).to(device, memory_format=memory_format)
-        configured = _training_images_per_second(
-            model, loader, LoopSettings(**loop, dtype=dtype, channels_last=settings.channels_last, compile=compiled),
-            settings.batch_size, params.train)
+        configured = _training_images_per_second(model, depth, loader, configured_train, device)
         del loader  # and its threads, before the baseline's DataLoader forks its workers
         gc.collect()
 
@@ -146,14 +135,14 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
                                     # Forking this process, which now runs FFCV's and numba's threads, makes the
                                     # C runtime print warnings on stdout (where the JSON goes).
                                     multiprocessing_context="spawn" if settings.workers else None)
-    baseline = _training_images_per_second(
-        models.build(settings.model).to(device), _Batches(torchvision_loader, device),
-        LoopSettings(**loop, dtype=None, channels_last=False, compile=False), settings.batch_size, params.train)
+    baseline = _training_images_per_second(models.build(settings.model).to(device), depth,
+                                           DataLoaderBatches(torchvision_loader, device), baseline_train, device)
+    dtype = autocast_dtype(settings.precision, device)
     return {"img_per_s": configured, "baseline_img_per_s": baseline, "speedup": configured / baseline,
             "settings": {**asdict(settings), "device": str(device),
                          "precision_resolved": str(dtype).removeprefix("torch.") if dtype else "float32",
-                         "compile_resolved": compiled, "torch_threads": torch.get_num_threads(),
-                         "cpu_native_bf16": cpu_has_native_bf16()}}
+                         "compile_resolved": resolve_compile(settings.compile, device),
+                         "torch_threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}}
 
 
 def compare_precisions(archive: Path, params: Params, *, model_name: str = "resnet20", iterations: int = 400,
@@ -162,7 +151,7 @@ def compare_precisions(archive: Path, params: Params, *, model_name: str = "resn
     """Test error after the same short training (same seed, data order and augmentations: torch
     backend) in each precision, on the real CIFAR-10 (50k training images, 10k test images). The
     schedule is the recipe of `params` shrunk to `iterations` (the paper's: lr 0.1, /10 at 1/2 and 3/4 of
-    them), so that both end with a settled, not a still-jumping, test error."""
+    them; no warm-up), so that both end with a settled, not a still-jumping, test error."""
     from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 
     device = resolve_device("auto")
@@ -171,27 +160,26 @@ def compare_precisions(archive: Path, params: Params, *, model_name: str = "resn
     stats = image_stats(arrays.train_images)
     mean_image = mean_image_tensor(stats).to(device)
     augmentation = augmentation_for("cifar10", params.augment, stats)
-    train_params = params.train
     # The recipe's milestones, at the same fractions of the shortened run.
-    milestones = [milestone * iterations // train_params.iterations for milestone in train_params.milestones]
+    milestones = [milestone * iterations // params.train.iterations for milestone in params.train.milestones]
     results = {}
     for precision in precisions:
-        dtype = autocast_dtype(precision, device)
+        train = _shortened(params.train, iterations=iterations, log_every=50, batch_size=batch_size, schedule="steps",
+                           milestones=milestones, warmup_max_iterations=0, linear_warmup_iterations=0,
+                           precision=precision, channels_last=True, compile=False)
         torch.manual_seed(seed)
         model = models.build(model_name).to(device, memory_format=torch.channels_last)
-        optimizer = optimizer_for(model, train_params)
-        train = TorchLoader(ArrayImages(arrays.train_images, arrays.train_labels, augmentation, train=True),
-                            batch_size=batch_size, train=True, mean_image=mean_image, device=device,
-                            num_workers=workers, seed=seed)
-        test = TorchLoader(ArrayImages(arrays.test_images, arrays.test_labels, augmentation, train=False),
-                           batch_size=500, train=False, mean_image=mean_image, device=device, num_workers=workers)
+        train_loader = TorchLoader(ArrayImages(arrays.train_images, arrays.train_labels, augmentation, train=True),
+                                   batch_size=batch_size, train=True, mean_image=mean_image, device=device,
+                                   num_workers=workers, seed=seed)
+        test_loader = TorchLoader(ArrayImages(arrays.test_images, arrays.test_labels, augmentation, train=False),
+                                  batch_size=500, train=False, mean_image=mean_image, device=device, num_workers=workers)
         start = time.perf_counter()
-        schedule = PaperSchedule(base_lr=train_params.lr, milestones=milestones, decay=train_params.lr_decay)
-        fit(model, optimizer, schedule, train,
-            LoopSettings(iterations=iterations, log_every=50, checkpoint_every=iterations, checkpoint_seconds=math.inf,
-                         eval_every=0, device=device, dtype=dtype))
+        fit(model, optimizer_for(model, train), PaperSchedule(train, models.spec(model_name).depth), train_loader, train,
+            device)
         seconds = time.perf_counter() - start
-        results[precision] = {"test_error": top_k_errors(model, test, device=device, dtype=dtype)["top1_error"],
+        dtype = autocast_dtype(precision, device)
+        results[precision] = {"test_error": top_k_errors(model, test_loader, device=device, dtype=dtype)["top1_error"],
                               "train_seconds": seconds}
     errors = [result["test_error"] for result in results.values()]
     return {"model": model_name, "iterations": iterations, "batch_size": batch_size, "seed": seed,
@@ -216,8 +204,10 @@ STARTUP_PHASES = {
 }
 # What each stage script imports (pipeline/_stage.py, pipeline/<stage>.py), timed in a fresh interpreter.
 _STAGE_IMPORTS = {
-    "train": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.train.stage",
-    "evaluate": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.train.loop, resnet_repro.stages.evaluate",
+    "train": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.layout, resnet_repro.train.errors, "
+             "resnet_repro.stages.train",
+    "evaluate": "resnet_repro.config, resnet_repro.data.errors, resnet_repro.layout, resnet_repro.train.errors, "
+                "resnet_repro.stages.evaluate",
 }
 # A stage process: its imports first, then the rest of its start, timed by `time_stage_start`.
 _STAGE_PROCESS = """
@@ -225,7 +215,7 @@ import json, sys, time
 start = time.perf_counter()
 import {imports}
 imported = time.perf_counter() - start
-from resnet_repro.train.bench import time_stage_start
+from resnet_repro.benchmarks import time_stage_start
 time_stage_start(*json.loads(sys.argv[1]), imports_seconds=imported)
 """
 
@@ -249,7 +239,7 @@ def bench_startup(params_path: Path, archive: Path, *, model: str = "resnet20", 
         if params.data.dataset != "cifar10":
             raise ValueError(f"{params_path}: data.dataset = {params.data.dataset!r}: bench startup needs CIFAR-10")
         layout = Layout(root, params.data.dataset)
-        # Imported here, not with this module: data.stage imports FFCV, whose import a stage process times.
+        # Imported here, not with this module: stages.prepare imports FFCV, whose import a stage process times.
         from resnet_repro.stages.prepare import prepare, write_ffcv
 
         with contextlib.redirect_stdout(sys.stderr):  # the stages report progress; stdout is for the result
@@ -314,58 +304,42 @@ def _import_loader_backend(params: Params, stopwatch: _Stopwatch) -> None:
 
 
 def _time_train_start(params: Params, layout: Layout, variant: str, stopwatch: _Stopwatch) -> dict:
-    """train.stage._train_variant up to its first evaluation, on one process."""
-    device = resolve_device(params.train.device)
-    dtype = autocast_dtype(params.train.precision, device)
+    """stages.train's start, with its own pieces, up to its first evaluation, on one process."""
+    device, processes = resolve_device(params.train.device), Processes()
     configure_determinism(params.train.deterministic, params.train.cudnn_benchmark)
     mean_image = mean_image_tensor(load_stats(layout.prepared_dir / "stats.json"),
                                    size=augmentation_from(params, layout).crop_size).to(device)
     class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
-    torch.manual_seed(0)
-    memory_format = torch.channels_last if params.train.channels_last else torch.contiguous_format
-    model = models.build(variant, num_classes=len(class_names)).to(device, memory_format=memory_format)
-    optimizer = optimizer_for(model, params.train)
+    model = train_stage.build_net(variant, len(class_names), 0, params.train, device)
+    step = TrainingStep(model, optimizer_for(model, params.train), params.train, device)
 
     _import_loader_backend(params, stopwatch)
     with stopwatch.part("loaders"):
-        train_loader = make_split_loader(params, layout, "train", train=True, batch_size=params.train.batch_size,
-                                         mean_image=mean_image, device=device)
-        test_loader = make_split_loader(params, layout, "test", train=False, batch_size=params.evaluate.batch_size,
-                                        mean_image=mean_image, device=device)
+        train_loader = train_stage.training_loader(params, layout, mean_image, device, 0, processes)
+        evaluate = train_stage.evaluation(params, layout, model, mean_image, device, processes)
     with stopwatch.part("mlflow"):
-        run = TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri),
-                                params.mlflow.experiment, run_name=f"{variant} bench startup",
-                                params={"model": {"variant": variant}, **params.model_dump()},
-                                tags={"variant": variant, "study": params.study.name})
+        run = train_stage.start_run(params, layout, variant, 0, device, processes, resume_run_id=None)
     with run:
         batches = iter(train_loader)
         with stopwatch.part("first_batch"):
             images, labels = next(batches)
         batches.close()  # the loader's threads or workers stop with their epoch
         with stopwatch.part("first_step"):
-            images = images.contiguous(memory_format=memory_format)
-            with autocast(device, dtype):
-                loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, _ = step(images, labels, params.train.lr)
             loss.item()  # waits for the device
         with stopwatch.part("first_evaluation"):
-            top_k_errors(model, test_loader, device=device, dtype=dtype)
+            evaluate()
         with stopwatch.part("evaluation_again"):
-            top_k_errors(model, test_loader, device=device, dtype=dtype)
-    save_trained(layout.model_dir(variant, 0), model, mean_image,  # for the evaluate stage
-                 {"arch": variant, "num_classes": len(class_names), "class_names": class_names,
-                  "input_size": mean_image.shape[-1], "dataset": params.data.dataset, "seed": 0})
+            evaluate()
+    train_stage.save_net(layout, variant, 0, model, mean_image, class_names, params)  # for the evaluate stage
     return {"run_id": run.run_id}
 
 
 def _time_evaluate_start(params: Params, layout: Layout, variant: str, run_id: str, stopwatch: _Stopwatch) -> dict:
-    """evaluate.stage.evaluate_variant on the test split."""
+    """stages.evaluate's start, with its own pieces, on the test split."""
     device = resolve_device(params.train.device)
     with stopwatch.part("load_net"):
-        trained = load_trained(layout.model_dir(variant, 0), device)
-        trained.module.to(memory_format=torch.channels_last)
+        trained = evaluate_stage.load_net(layout, variant, 0, device)
     _import_loader_backend(params, stopwatch)
     with stopwatch.part("loaders"):
         loader = make_split_loader(params, layout, "test", train=False, batch_size=params.evaluate.batch_size,
@@ -374,9 +348,8 @@ def _time_evaluate_start(params: Params, layout: Layout, variant: str, run_id: s
         errors = top_k_errors(trained.module, loader, device=device)
     with stopwatch.part("evaluation_again"):
         top_k_errors(trained.module, loader, device=device)
-    with stopwatch.part("mlflow"):
-        with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri),
-                               params.mlflow.experiment, run_name=f"{variant} bench startup", params={}, tags={},
-                               resume_run_id=run_id) as run:
-            run.log_metrics({"test_top1_error": errors["top1_error"]}, params.train.iterations)
+    with stopwatch.part("mlflow"), TrainingRun.start(
+            resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
+            run_name=f"{variant} bench startup", params={}, tags={}, resume_run_id=run_id) as run:
+        run.log_metrics({"test_top1_error": errors["top1_error"]}, params.train.iterations)
     return {"test_images": errors["num_images"]}
