@@ -4,7 +4,8 @@
 
 PROJECT is a directory where `dvc repro train@VARIANT-SEED evaluate@VARIANT-SEED` ran. The folder gets
 model.safetensors, preprocess.safetensors and model.json (as the train stage wrote them), train.json,
-eval.json, curve.tsv, errors.tsv and responses.json, errors.png (training and test error against
+eval.json, curve.tsv, errors.tsv and responses.json, first1000.json (the error on the first 1,000 test
+images, which tests/test_published.py checks the published weights against), errors.png (training and test error against
 iterations, as Figure 6 draws them) and README.md: the command, the commit, the machine, the wall time,
 images/s, the test error beside the paper's and the iterations at which it first fell below 10% and 9%.
 The folder is written under a temporary name and swapped in whole. The sha256 of each weights file is
@@ -23,7 +24,10 @@ import numpy as np
 
 from resnet_repro import models
 from resnet_repro.artifacts import load_trained
-from resnet_repro.io import file_sha256, staged_directory
+from resnet_repro.config import load_params
+from resnet_repro.data import cifar10
+from resnet_repro.data.normalize import normalize
+from resnet_repro.io import file_sha256, staged_directory, write_json
 from resnet_repro.layout import Layout
 from resnet_repro.report.figures import training_curves
 from resnet_repro.report.paper import CIFAR10
@@ -32,6 +36,19 @@ from resnet_repro.report.runs import read_run
 MODEL_FILES = ("model.safetensors", "preprocess.safetensors", "model.json")
 METRICS_FILES = ("train.json", "eval.json", "curve.tsv", "errors.tsv", "responses.json")
 THRESHOLDS = (0.10, 0.09)
+CHECK_IMAGES = 1000
+
+
+def error_on_first_test_images(model_dir: Path, archive: Path, count: int) -> float:
+    """Top-1 error of the saved net on the first `count` test images of the archive, float32 on the CPU."""
+    import torch
+
+    trained = load_trained(model_dir, "cpu")
+    arrays = cifar10.load_archive(archive)
+    images = torch.from_numpy(arrays.test_images[:count]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        predicted = trained.module(normalize(images, trained.mean_image)).argmax(dim=1).numpy()
+    return float((predicted != arrays.test_labels[:count]).mean())
 
 
 def first_step_below(steps: np.ndarray, errors: np.ndarray, threshold: float) -> int | None:
@@ -107,16 +124,21 @@ def publish(project: Path, variant: str, seed: int, out: Path) -> dict[str, str]
     if missing:
         raise FileNotFoundError(f"not found: {', '.join(missing)}; run `dvc repro train@{variant}-{seed} "
                                 f"evaluate@{variant}-{seed}` in {project} first")
-    load_trained(model_dir, "cpu")  # refuses weights this code cannot load, before anything is written
+    params = load_params(project / "params.yaml")
+    archive = cifar10.fetch_archive(params.data.archive, layout.raw_dir)
+    # Loading refuses weights this code cannot rebuild, before anything is written.
+    first_images_error = error_on_first_test_images(model_dir, archive, CHECK_IMAGES)
     run = read_run(layout, variant, seed)
     steps = {t: first_step_below(run.errors["step"], run.errors["test_error"], t) for t in THRESHOLDS}
-    params, tags = training_run(project, run.training["mlflow_run_id"])
+    run_params, tags = training_run(project, run.training["mlflow_run_id"])
     with staged_directory(out) as directory:
         for source in sources:
             shutil.copy2(source, directory / source.name)
         sha256 = {name: file_sha256(directory / name) for name in ("model.safetensors", "preprocess.safetensors")}
+        write_json(directory / "first1000.json", {"test_images": f"the first {CHECK_IMAGES}",
+                                                   "test_top1_error": first_images_error})
         training_curves({variant: [run]}, "cifar10", directory / "errors.png")
-        (directory / "README.md").write_text(readme(variant, seed, run.training, run.evaluation, steps, params,
+        (directory / "README.md").write_text(readme(variant, seed, run.training, run.evaluation, steps, run_params,
                                                     tags, sha256))
     return sha256
 

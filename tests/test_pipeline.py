@@ -239,7 +239,7 @@ def test_publish_result_writes_a_complete_results_folder(project, tmp_path):
                    "--project", str(project), "--variant", "resnet20", "--out", str(out)], project).stdout
     files = {path.name for path in out.iterdir()}
     assert files == {"model.safetensors", "preprocess.safetensors", "model.json", "train.json", "eval.json",
-                     "curve.tsv", "errors.tsv", "responses.json", "errors.png", "README.md"}
+                     "curve.tsv", "errors.tsv", "responses.json", "first1000.json", "errors.png", "README.md"}
     from resnet_repro.io import file_sha256
 
     assert json.loads(printed)["sha256"]["model.safetensors"] == file_sha256(out / "model.safetensors")
