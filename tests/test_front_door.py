@@ -41,6 +41,7 @@ COVERED_ELSEWHERE = {
     r"^pip install \"dvc\[": "needs a cloud bucket; the local remote is tested in tests/test_pipeline.py",
     r"^dvc remote (add|modify) ": "needs a cloud bucket; the local remote is tested in tests/test_pipeline.py",
     r"^dvc artifacts get ": "needs a git server with GTO tags",
+    r"^resnet-repro study run": "tests/test_dispatch.py runs it on a local Ray (and a killed task, marked slow)",
 }
 SCRIPTS = {
     r"^bash scripts/cpu-study\.sh$": "test_cpu_study_script_ends_with_both_models_registered",
@@ -50,7 +51,7 @@ SCRIPTS = {
 # outputs of stages that have not run yet, DVC issue 9818, which every stage of a fresh clone is).
 DRY = r"^dvc (repro|exp run)\b"
 # Run as written in the project the main job left behind.
-AS_WRITTEN = r"^(dvc (metrics show|plots show|exp show|params diff)|resnet-repro )"
+AS_WRITTEN = r"^(dvc (metrics show|plots show|exp show|params diff)|resnet-repro (?!study run))"
 
 
 def readme_blocks(language: str) -> list[str]:

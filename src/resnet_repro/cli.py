@@ -334,6 +334,22 @@ def _add_study_commands(commands: argparse._SubParsersAction) -> None:
     choose.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: keep study.seeds)")
     choose.add_argument("--root", type=Path, help="the image folder of an ImageNet study (sets data.root)")
     choose.set_defaults(handler=_select_study)
+    dispatch = what.add_parser(
+        "run", help="train the study's out-of-date nets at once on Ray (one task per net), then `dvc repro`",
+        description="Trains every out-of-date train@ stage of params.yaml's study as its own Ray task (train.nproc "
+                    "GPUs each, or a share of the CPUs), in clean clones of this commit, and brings the results back "
+                    "through DVC's run-cache: at the end `dvc repro` here restores them and runs evaluate, register "
+                    "and report. Needs a clean git tree and a DVC remote every node reaches.")
+    dispatch.add_argument("--address", help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray on this "
+                                            "machine's GPUs or CPUs)")
+    dispatch.add_argument("--checkpoints", type=Path,
+                          help="where trainings keep their resumable checkpoints; on a cluster, storage every node "
+                               "shares (default: ./checkpoints)")
+    dispatch.add_argument("--workspaces", type=Path, help="where each task clones the repository (default: the "
+                                                          "temporary directory of its node)")
+    dispatch.add_argument("--repository", help="what the tasks clone (default: this directory; on a cluster, an URL "
+                                               "or a path every node reaches)")
+    dispatch.set_defaults(handler=_run_study)
 
 
 def _list_studies(args: argparse.Namespace) -> int:
@@ -353,6 +369,18 @@ def _select_study(args: argparse.Namespace) -> int:
         print(f"  {key} = {value}")
     print("Run `dvc repro` (or `dvc exp run`) to train, evaluate, register and report its nets.")
     return 0
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from resnet_repro.dispatch import StudyRunError, run_study
+
+    try:
+        outcomes = run_study(Path("."), address=args.address, workspaces=args.workspaces,
+                             checkpoints=args.checkpoints, repository=args.repository)
+    except StudyRunError as error:
+        print(f"resnet-repro study run: error: {error}", file=sys.stderr)
+        return 2
+    return 1 if any(outcome.error for outcome in outcomes) else 0
 
 
 def _add_recipe_commands(commands: argparse._SubParsersAction) -> None:

@@ -1,8 +1,11 @@
 """Where each stage reads and writes: the one home of the pipeline's paths, which dvc.yaml spells too."""
 
+import os
 from pathlib import Path
 
 import yaml
+
+CHECKPOINTS_ENV = "RESNET_REPRO_CHECKPOINTS"
 
 
 class Layout:
@@ -33,8 +36,15 @@ class Layout:
     def model_dir(self, variant: str, seed: int) -> Path:
         return self.root / "models" / self.run_name(variant, seed)
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Not a DVC output (DVC keeps no run-cache entry for a stage with a persisted output): a
+        preempted training finds its checkpoint here. RESNET_REPRO_CHECKPOINTS moves it, e.g. to storage
+        that every node of a cluster shares (`resnet-repro study run`)."""
+        return Path(os.environ.get(CHECKPOINTS_ENV) or self.root / "checkpoints")
+
     def checkpoint_path(self, variant: str, seed: int) -> Path:
-        return self.root / "checkpoints" / self.run_name(variant, seed) / "checkpoint.pt"
+        return self.checkpoints_dir / self.run_name(variant, seed) / "checkpoint.pt"
 
     def metrics_dir(self, variant: str, seed: int) -> Path:
         return self.root / "metrics" / self.run_name(variant, seed)

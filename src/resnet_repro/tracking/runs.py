@@ -229,6 +229,13 @@ class TrainingRun:
             self.end(status, reason=f"{error_type.__name__}: {error}")
 
 
+def ensure_study_run(tracking_uri: str, experiment: str, study: str) -> str:
+    """The study's parent run in `experiment`, created if missing: before nets start at once, each of
+    which would otherwise create its own."""
+    client = connect(tracking_uri)
+    return study_run_id(client, _experiment_id(client, experiment), study)
+
+
 def study_run_id(client: MlflowClient, experiment_id: str, study: str) -> str:
     """The id of `study`'s parent run in the experiment, created on first use.
 
