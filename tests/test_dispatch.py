@@ -117,7 +117,12 @@ def test_a_killed_task_is_retried_and_resumes_from_its_checkpoint(tmp_path, cifa
         os.killpg(training_group, signal.SIGKILL)
         output, _ = driver.communicate(timeout=1800)
     finally:
-        driver.kill()
+        if driver.poll() is None:  # a failed wait: Ctrl-C lets the driver stop its tasks and its mlflow server
+            driver.send_signal(signal.SIGINT)
+            try:
+                driver.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                driver.kill()
     assert driver.returncode == 0, output
     assert re.search(r"^started  train@resnet20-0 .*attempt 2\)", output, re.MULTILINE), output
     assert re.search(r"^finished train@resnet20-0 on \S+ \(resumed from checkpoint at iteration \d+\)", output,
