@@ -188,7 +188,10 @@ def train_net(stage: str, repository: str, commit: str, workspaces: str, environ
             raise
     output = log_path.read_text()
     if code != 0:
-        errors = [line for line in output.splitlines() if "error" in line.lower()]
+        # The stage's own one-line error (`train: error: loss is nan at iteration ...`) before DVC's.
+        lines = output.splitlines()
+        errors = [line for line in lines if line.startswith("train: error:")] or \
+                 [line for line in lines if "error" in line.lower()]
         raise RuntimeError(f"{stage} failed on {node} (exit {code}): {errors[-1] if errors else output[-500:]}")
     _run(_dvc("push", "--run-cache", stage), workspace, env)
     resumed = [line for line in output.splitlines() if line.startswith("Resumed from checkpoint at iteration")]
