@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_repro.config import load_params
@@ -52,7 +52,6 @@ class NetOutcome:
     started: float | None = None
     finished: float | None = None
     error: str | None = None
-    events: list[str] = field(default_factory=list)
 
 
 def _run(command: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -179,7 +178,6 @@ def train_net(stage: str, repository: str, commit: str, workspaces: str, environ
         training = subprocess.Popen(_dvc("repro", "--pull", stage), cwd=workspace, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         (workspace / ATTEMPT_FILE).write_text(str(training.pid))
-        events.put({"event": "training", "stage": stage, "pgid": training.pid, "time": time.time()})
         try:
             code = training.wait()
         except BaseException:  # ray.cancel raises KeyboardInterrupt here
@@ -279,11 +277,10 @@ def _dispatch(root: Path, stages: list[str], commit: str, tracking_uri: str, wor
                                 _local_dvc_config(root), events)
         pending[reference] = stage
         echo(f"queued   {stage} ({', '.join(f'{key}={value}' for key, value in request.items())})")
-    training_groups: dict[str, int] = {}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            _report_events(events, outcomes, training_groups, echo)
+            _report_events(events, outcomes, echo)
             for reference in done:
                 stage = pending.pop(reference)
                 outcome = outcomes[stage]
@@ -304,11 +301,11 @@ def _dispatch(root: Path, stages: list[str], commit: str, tracking_uri: str, wor
             ray.cancel(reference)
         ray.wait(list(pending), num_returns=len(pending), timeout=120)
         raise
-    _report_events(events, outcomes, training_groups, echo)
+    _report_events(events, outcomes, echo)
     return list(outcomes.values())
 
 
-def _report_events(events, outcomes: dict[str, NetOutcome], training_groups: dict[str, int], echo) -> None:
+def _report_events(events, outcomes: dict[str, NetOutcome], echo) -> None:
     while not events.empty():
         event = events.get_nowait()
         outcome = outcomes[event["stage"]]
@@ -319,6 +316,3 @@ def _report_events(events, outcomes: dict[str, NetOutcome], training_groups: dic
             attempt = f", attempt {outcome.attempts}" if outcome.attempts > 1 else ""
             gpus = f", CUDA_VISIBLE_DEVICES={event['gpus']}" if event["gpus"] else ""
             echo(f"started  {event['stage']} on {event['node']}{gpus} (pid {event['pid']}{attempt})")
-        elif event["event"] == "training":
-            training_groups[event["stage"]] = event["pgid"]
-        outcome.events.append(event["event"])
