@@ -388,6 +388,16 @@ CROP_PADDING = 4
 CIFAR_PAPER = Augmentation(crop_size=32, crop_padding=CROP_PADDING)
 
 
+def test_a_cifar_beton_is_the_same_bytes_every_time_it_is_written(cifar10, tmp_path):
+    # DVC hashes the ffcv stage's output: the same data must give the same file, for the train stages'
+    # lock entries and run-cache keys to agree between clones.
+    digests = set()
+    for name in ("first.beton", "second.beton"):
+        write_beton(tmp_path / name, cifar10.train_images[:3000], cifar10.train_labels[:3000])
+        digests.add(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
 @pytest.fixture(scope="module")
 def betons(cifar10, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("ffcv")

@@ -41,7 +41,7 @@ COVERED_ELSEWHERE = {
     r"^pip install \"dvc\[": "needs a cloud bucket; the local remote is tested in tests/test_pipeline.py",
     r"^dvc remote (add|modify) ": "needs a cloud bucket; the local remote is tested in tests/test_pipeline.py",
     r"^dvc artifacts get ": "needs a git server with GTO tags",
-    r"^resnet-repro study run": "tests/test_dispatch.py runs it on a local Ray (and a killed task, marked slow)",
+    r"^resnet-repro study run": "tests/test_dispatch.py runs it on a local Ray (its faults, marked slow)",
 }
 SCRIPTS = {
     r"^bash scripts/cpu-study\.sh$": "test_cpu_study_script_ends_with_both_models_registered",

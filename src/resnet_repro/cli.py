@@ -380,6 +380,9 @@ def _run_study(args: argparse.Namespace) -> int:
     except StudyRunError as error:
         print(f"resnet-repro study run: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every training was stopped and saved its checkpoint
+        print("resnet-repro study run: interrupted; nothing came back to the workspace", file=sys.stderr)
+        return 130
     return 1 if any(outcome.error for outcome in outcomes) else 0
 
 

@@ -1,10 +1,10 @@
 """`resnet-repro study run`: a study's out-of-date nets trained at once on Ray, one task per net, with
 DVC still the source of truth (its lock file, cache and remote) and MLflow as for `dvc repro`.
 
-The driver (this process, in the user's workspace, whose git tree must be clean):
-1. runs `dvc repro ffcv` here and pushes the data with its run-cache entries, for every task to pull;
-2. makes sure the tracking store takes many writers: MLFLOW_TRACKING_URI if it names a server, else a
+The driver (this process, in the user's workspace, whose git tree must be clean but for what DVC writes):
+1. makes sure the tracking store takes many writers: MLFLOW_TRACKING_URI if it names a server, else a
    local `mlflow server` over the project's own store for the length of the run (one machine only);
+2. runs `dvc repro ffcv` here and pushes the data with its run-cache entries, for every task to pull;
    the study's parent run is created before any net starts, so that every net nests under the same one;
 3. submits one Ray task per out-of-date `train@` stage, with `train.nproc` GPUs where the cluster has
    GPUs (Ray sets CUDA_VISIBLE_DEVICES per task), else an even share of its CPUs.
@@ -68,11 +68,26 @@ def _dvc(*arguments: str) -> list[str]:
 
 def require_clean_tree(root: Path) -> str:
     """The commit every task trains; a tree with uncommitted changes is refused, naming them."""
-    changed = _run(["git", "status", "--porcelain", "--untracked-files=no"], root).stdout.splitlines()
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], root).stdout.splitlines()
+    # What DVC itself writes (its lock file, the .gitignore beside each output) changes nothing a task
+    # trains: a task restores the stages before its own from the run-cache whatever its dvc.lock says.
+    changed = [line for line in status if Path(line[3:]).name not in ("dvc.lock", ".gitignore")]
     if changed:
         raise StudyRunError("the git tree has uncommitted changes, which the tasks (clones of a commit) would not "
                             f"see; commit or stash them first: {', '.join(line[3:] for line in changed[:10])}")
     return _run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+
+
+def require_default_remote(root: Path) -> None:
+    """The tasks bring their outputs and run-cache entries back through the default DVC remote."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        if repo.config["core"].get("remote"):
+            return
+    raise StudyRunError("no default DVC remote: the tasks bring their results back through one. On one machine any "
+                        "directory will do (`dvc remote add --local -d scratch /var/tmp/resnet-repro-dvc-remote`); on "
+                        "a cluster, a remote every node reaches")
 
 
 def out_of_date_stages(root: Path) -> list[str]:
@@ -160,8 +175,8 @@ def train_net(stage: str, repository: str, commit: str, workspaces: str, environ
     context = ray.get_runtime_context()
     node = ray.util.get_node_ip_address()
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    events.put({"event": "started", "stage": stage, "node": node, "gpus": gpus, "pid": os.getpid(),
-                "task": context.get_task_id(), "time": time.time()})
+    events.put({"event": "started", "stage": stage, "node": node, "node_id": context.get_node_id()[:8],
+                "gpus": gpus, "pid": os.getpid(), "task": context.get_task_id(), "time": time.time()})
     workspace = Path(workspaces) / f"{commit[:12]}-{stage.replace('@', '-')}"
     if not (workspace / ".git").exists():
         workspace.parent.mkdir(parents=True, exist_ok=True)
@@ -223,13 +238,14 @@ def run_study(root: Path, address: str | None = None, workspaces: Path | None = 
     address = address or os.environ.get("RAY_ADDRESS")
     echo(f"study run: {len(stages)} net(s) to train at commit {commit[:12]}: {', '.join(stages) or 'none'}")
     if stages:
-        _run(_dvc("repro", "ffcv"), root, {**os.environ, **QUIET_TOOLS})
-        _run(_dvc("push", "--run-cache"), root, {**os.environ, **QUIET_TOOLS})
+        require_default_remote(root)
         ray.init(address=address, include_dashboard=None, log_to_driver=False)
         try:
             nodes = [node for node in ray.nodes() if node["Alive"]]
             local = len(nodes) == 1 and nodes[0]["NodeManagerAddress"] == ray.util.get_node_ip_address()
             with shared_tracking_store(root, local_cluster=local) as tracking_uri:
+                _run(_dvc("repro", "ffcv"), root, {**os.environ, **QUIET_TOOLS})
+                _run(_dvc("push", "--run-cache"), root, {**os.environ, **QUIET_TOOLS})
                 params = load_params(root / "params.yaml")
                 ensure_study_run(tracking_uri, params.mlflow.experiment, params.study.name)
                 outcomes = _dispatch(root, stages, commit, tracking_uri, workspaces, checkpoints, repository, echo,
@@ -315,4 +331,6 @@ def _report_events(events, outcomes: dict[str, NetOutcome], echo) -> None:
             outcome.started = outcome.started or event["time"]
             attempt = f", attempt {outcome.attempts}" if outcome.attempts > 1 else ""
             gpus = f", CUDA_VISIBLE_DEVICES={event['gpus']}" if event["gpus"] else ""
-            echo(f"started  {event['stage']} on {event['node']}{gpus} (pid {event['pid']}{attempt})")
+            # The node's id as well as its address: two Ray nodes may share a machine.
+            echo(f"started  {event['stage']} on {event['node']}{gpus} (node {event['node_id']}, pid {event['pid']}"
+                 f"{attempt})")

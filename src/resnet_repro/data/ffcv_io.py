@@ -144,8 +144,14 @@ def _write(path: Path, pairs, image_field: RGBImageField, num_workers: int) -> N
     atomic_write(Path(path), write)
 
 
-def write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_workers: int = 2) -> None:
-    """Write uint8 NHWC `images` (stored raw, lossless) and their labels to the .beton at `path`."""
+def write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_workers: int = 1) -> None:
+    """Write uint8 NHWC `images` (stored raw, lossless) and their labels to the .beton at `path`.
+
+    One writer process by default, which makes the file the same bytes every time: FFCV's parallel
+    writers fill pages in the order they finish, so DVC's hash of the ffcv stage's output (and with it
+    the train stages' lock entries and run-cache keys) would differ from clone to clone. Raw CIFAR-size
+    images take seconds either way.
+    """
     # Checked here because an exception inside one of FFCV's writer processes makes the parent
     # wait forever for samples that will never arrive.
     check_split_arrays(images, labels, str(path))

@@ -162,7 +162,7 @@ def write_ffcv(params: Params, layout: Layout) -> list[str]:
             beton = directory / f"{split}.beton"
             if params.data.dataset == "cifar10":
                 images, labels = read_split(layout.prepared_dir, split)
-                write_beton(beton, images, labels, num_workers=params.loader.num_workers)
+                write_beton(beton, images, labels)
             else:
                 samples = imagefolder.read_list(layout.prepared_dir, split, Path(params.data.root))
                 write_folder_beton(beton, samples, max_resolution=params.data.max_resolution,
