@@ -183,9 +183,11 @@ def test_ctrl_c_stops_every_training_and_leaves_nothing_that_looks_finished(tmp_
     project = small_study(tmp_path / "project", cifar10_archive, iterations=400)
     checkpoints = [project / "checkpoints" / variant / "seed0" / "checkpoint.pt" for variant in VARIANTS]
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    workspaces = tmp_path / "workspaces"
     # A session of its own, as a terminal's foreground job: Ctrl-C sends SIGINT to the whole group.
-    driver = subprocess.Popen(["resnet-repro", "study", "run", "--address", ray_head], cwd=project, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    driver = subprocess.Popen(["resnet-repro", "study", "run", "--address", ray_head, "--workspaces", str(workspaces)],
+                              cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 900
         while not all(path.exists() for path in checkpoints) and time.monotonic() < deadline:
@@ -197,10 +199,12 @@ def test_ctrl_c_stops_every_training_and_leaves_nothing_that_looks_finished(tmp_
             driver.kill()
     assert driver.returncode == 130, output
     assert "stopping every training (each saves its checkpoint)" in output
+    for variant in VARIANTS:
+        assert f"stopped  train@{variant}-0 (checkpoint saved)" in output, output
     assert "interrupted; nothing came back to the workspace" in output
     # No training goes on, and nothing in the workspace looks finished: no lock entry, no model, no
     # registered version; each net's checkpoint is there, unfinished, for the next run to resume.
-    assert run(["pgrep", "-f", "pipeline/train.py"], project, check=False).stdout == ""
+    assert trainings_in(workspaces) == []
     assert not (project / "dvc.lock").exists() or "train@" not in (project / "dvc.lock").read_text()
     assert not list((project / "models").glob("*/seed0/model.safetensors"))
     for path in checkpoints:
@@ -213,6 +217,12 @@ def test_ctrl_c_stops_every_training_and_leaves_nothing_that_looks_finished(tmp_
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert statuses["plain20 seed 0"] == statuses["resnet20 seed 0"] == "KILLED", statuses
     assert not client.search_registered_models()
+
+
+def trainings_in(directory: Path) -> list[int]:
+    """The training processes running in a workspace under `directory`."""
+    pids = run(["pgrep", "-f", "pipeline/train.py"], directory.parent, check=False).stdout.split()
+    return [int(pid) for pid in pids if Path(f"/proc/{pid}/cwd").resolve().is_relative_to(directory)]
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ class NetOutcome:
     attempts: int = 0
     resumed_from: int | None = None
     started: float | None = None
+    ended: bool = False  # its task has returned, failed or been stopped
     finished: float | None = None
     error: str | None = None
 
@@ -177,28 +178,28 @@ def train_net(stage: str, repository: str, commit: str, workspaces: str, environ
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     events.put({"event": "started", "stage": stage, "node": node, "node_id": context.get_node_id()[:8],
                 "gpus": gpus, "pid": os.getpid(), "task": context.get_task_id(), "time": time.time()})
-    workspace = Path(workspaces) / f"{commit[:12]}-{stage.replace('@', '-')}"
-    if not (workspace / ".git").exists():
-        workspace.parent.mkdir(parents=True, exist_ok=True)
-        _run(["git", "clone", "--quiet", repository, str(workspace)], workspace.parent)
-    _run(["git", "checkout", "--quiet", "--force", commit], workspace)
-    if local_config is not None:
-        (workspace / ".dvc" / "config.local").write_text(local_config)
+    interrupted = False
+    try:
+        resumed = _train(stage, node, repository, commit, workspaces, environment, local_config)
+        return {"stage": stage, "node": node, "gpus": gpus, "resumed": resumed, "time": time.time()}
+    except KeyboardInterrupt:  # ray.cancel
+        interrupted = True
+        raise
+    finally:
+        # On Ctrl-C the driver waits for this word before it stops the tracking server the training writes to.
+        events.put({"event": "ended", "stage": stage, "interrupted": interrupted, "time": time.time()})
+
+
+def _train(stage: str, node: str, repository: str, commit: str, workspaces: str, environment: dict,
+           local_config: str | None) -> str | None:
+    """Train `stage` in its workspace and push its outputs and run-cache entry; the line saying where it
+    resumed from, if it did."""
+    workspace = _workspace(repository, commit, workspaces, stage, local_config)
     env = {**os.environ, **QUIET_TOOLS, **environment,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     _stop_earlier_attempt(workspace)
     log_path = workspace / "study-run.log"
-    with open(log_path, "a") as log:
-        # A session of its own: a cancelled task stops its whole training (SIGTERM: a checkpoint is saved).
-        training = subprocess.Popen(_dvc("repro", "--pull", stage), cwd=workspace, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        (workspace / ATTEMPT_FILE).write_text(str(training.pid))
-        try:
-            code = training.wait()
-        except BaseException:  # ray.cancel raises KeyboardInterrupt here
-            os.killpg(training.pid, signal.SIGTERM)
-            training.wait()
-            raise
+    code = _run_training(stage, workspace, env, log_path)
     output = log_path.read_text()
     if code != 0:
         # The stage's own one-line error (`train: error: loss is nan at iteration ...`) before DVC's.
@@ -208,8 +209,47 @@ def train_net(stage: str, repository: str, commit: str, workspaces: str, environ
         raise RuntimeError(f"{stage} failed on {node} (exit {code}): {errors[-1] if errors else output[-500:]}")
     _run(_dvc("push", "--run-cache", stage), workspace, env)
     resumed = [line for line in output.splitlines() if line.startswith("Resumed from checkpoint at iteration")]
-    return {"stage": stage, "node": node, "gpus": gpus, "resumed": resumed[-1] if resumed else None,
-            "time": time.time()}
+    return resumed[-1] if resumed else None
+
+
+def _workspace(repository: str, commit: str, workspaces: str, stage: str, local_config: str | None) -> Path:
+    """A clone of `repository` at `commit` for `stage`, kept between attempts on the same node."""
+    workspace = Path(workspaces) / f"{commit[:12]}-{stage.replace('@', '-')}"
+    if not (workspace / ".git").exists():
+        workspace.parent.mkdir(parents=True, exist_ok=True)
+        _run(["git", "clone", "--quiet", repository, str(workspace)], workspace.parent)
+    _run(["git", "checkout", "--quiet", "--force", commit], workspace)
+    if local_config is not None:
+        (workspace / ".dvc" / "config.local").write_text(local_config)
+    return workspace
+
+
+def _run_training(stage: str, workspace: Path, env: dict, log_path: Path) -> int:
+    """`dvc repro --pull stage` in `workspace`; its exit status. Interrupted, it stops the training (which
+    saves a checkpoint and ends its MLflow run) and waits for it before passing the interruption on."""
+    with open(log_path, "a") as log:
+        # Ray's workers block SIGINT, and a child inherits its parent's signal mask: unblocked while the
+        # training starts, so that it hears Ctrl-C as it would in a terminal.
+        blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        try:
+            # A session of its own: the whole training (DVC and the stage under it) stops as one.
+            training = subprocess.Popen(_dvc("repro", "--pull", stage), cwd=workspace, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        (workspace / ATTEMPT_FILE).write_text(str(training.pid))
+        try:
+            # Polled, not training.wait(): ray.cancel interrupts the task's main thread between two Python
+            # steps (_thread.interrupt_main), which a blocking wait for the child would never reach.
+            while (code := training.poll()) is None:
+                time.sleep(0.5)
+        except BaseException:  # ray.cancel raises KeyboardInterrupt here
+            # Ctrl-C, as in a terminal: DVC ignores it while its stage runs; the stage saves its checkpoint,
+            # ends its MLflow run and exits, and DVC after it. (SIGTERM would end DVC at once, not its stage.)
+            os.killpg(training.pid, signal.SIGINT)
+            training.wait()
+            raise
+    return code
 
 
 def _stop_earlier_attempt(workspace: Path) -> None:
@@ -315,10 +355,25 @@ def _dispatch(root: Path, stages: list[str], commit: str, tracking_uri: str, wor
         echo("study run: stopping every training (each saves its checkpoint); run it again to resume")
         for reference in pending:
             ray.cancel(reference)
-        ray.wait(list(pending), num_returns=len(pending), timeout=120)
+        _wait_until_stopped(set(pending.values()), events, outcomes, echo)
         raise
     _report_events(events, outcomes, echo)
     return list(outcomes.values())
+
+
+def _wait_until_stopped(cancelled: set[str], events, outcomes: dict[str, NetOutcome], echo,
+                        timeout: float = 300) -> None:
+    """Wait for each cancelled net that had started to say its task has ended: the stopping training's
+    last MLflow writes go to the tracking server, which the driver stops next. (A cancelled task's
+    result is ready as soon as Ray has passed the cancellation on, before the task has finished.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _report_events(events, outcomes, echo)
+        running = [stage for stage in cancelled if outcomes[stage].started and not outcomes[stage].ended]
+        if not running:
+            return
+        time.sleep(0.5)
+    echo(f"study run: still stopping after {timeout:.0f} s: {', '.join(running)}")
 
 
 def _report_events(events, outcomes: dict[str, NetOutcome], echo) -> None:
@@ -334,3 +389,7 @@ def _report_events(events, outcomes: dict[str, NetOutcome], echo) -> None:
             # The node's id as well as its address: two Ray nodes may share a machine.
             echo(f"started  {event['stage']} on {event['node']}{gpus} (node {event['node_id']}, pid {event['pid']}"
                  f"{attempt})")
+        elif event["event"] == "ended":
+            outcome.ended = True
+            if event["interrupted"]:
+                echo(f"stopped  {event['stage']} (checkpoint saved)")
