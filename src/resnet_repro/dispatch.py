@@ -4,8 +4,8 @@ DVC still the source of truth (its lock file, cache and remote) and MLflow as fo
 The driver (this process, in the user's workspace, whose git tree must be clean but for what DVC writes):
 1. makes sure the tracking store takes many writers: MLFLOW_TRACKING_URI if it names a server, else a
    local `mlflow server` over the project's own store for the length of the run (one machine only);
-2. runs `dvc repro ffcv` here and pushes the data with its run-cache entries, for every task to pull;
    the study's parent run is created before any net starts, so that every net nests under the same one;
+2. runs `dvc repro ffcv` here and pushes the data with its run-cache entries, for every task to pull;
 3. submits one Ray task per out-of-date `train@` stage, with `train.nproc` GPUs where the cluster has
    GPUs (Ray sets CUDA_VISIBLE_DEVICES per task), else an even share of its CPUs.
 Each task clones the repository at the driver's commit into a workspace of its own, runs
