@@ -10,14 +10,23 @@ iterations, as Figure 6 draws them) and README.md: the command, the commit, the 
 images/s, the test error beside the paper's and the iterations at which it first fell below 10% and 9%.
 The folder is written under a temporary name and swapped in whole. The sha256 of each weights file is
 printed: `resnet_repro.models.weights` lists it beside the folder's path.
+
+A run that went on over several sessions (resumed from its checkpoint, perhaps on other machines or in
+another precision, perhaps paused) gives its segments with --segments FILE: a tab-separated table with
+the header `machine precision first_iteration last_iteration seconds`, one row per segment, `seconds`
+the time it trained (not paused), taken from its logs. The README then gives each segment's machine,
+precision and images/s, and their sum as the wall time, in place of train.json's (which counts
+paused time).
 """
 
 import argparse
 import json
 import os
+import csv
 import platform
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +82,59 @@ def machine() -> str:
     return f"{os.cpu_count()}-core {cpu}, no GPU"
 
 
+@dataclass(frozen=True)
+class Segment:
+    machine: str
+    precision: str
+    first_iteration: int
+    last_iteration: int
+    seconds: float
+
+    def images_per_second(self, batch_size: int) -> float:
+        return (self.last_iteration - self.first_iteration) * batch_size / self.seconds
+
+
+SEGMENT_COLUMNS = ["machine", "precision", "first_iteration", "last_iteration", "seconds"]
+
+
+def read_segments(path: Path, iterations: int) -> list[Segment]:
+    """The segments of --segments, which must cover iterations 0 to `iterations` end to end."""
+    with open(path, newline="") as file:
+        rows = list(csv.reader(file, delimiter="\t"))
+    if not rows or rows[0] != SEGMENT_COLUMNS:
+        raise ValueError(f"{path}: the first line must be the tab-separated header {' '.join(SEGMENT_COLUMNS)}")
+    segments, reached = [], 0
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            machine, precision, first, last, seconds = row
+            segment = Segment(machine, precision, int(first), int(last), float(seconds))
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: expected {len(SEGMENT_COLUMNS)} tab-separated fields "
+                             f"({', '.join(SEGMENT_COLUMNS)}), integers and seconds; got {row}") from None
+        if segment.first_iteration != reached or segment.last_iteration <= reached or segment.seconds <= 0:
+            raise ValueError(f"{path}, line {line}: the segment must start at iteration {reached}, where the last "
+                             f"one ended, end after it and take a positive time; got {row}")
+        segments.append(segment)
+        reached = segment.last_iteration
+    if reached != iterations:
+        raise ValueError(f"{path}: the segments end at iteration {reached}, but the run trained {iterations}")
+    return segments
+
+
+def timing_lines(training: dict, batch_size: int, segments: list[Segment] | None) -> list[str]:
+    """The README's machine, precision, wall time and images/s: one run's, or each segment's."""
+    if not segments:
+        return [f"| machine | {machine()} |",
+                f"| wall time | {training['train_seconds'] / 3600:.2f} h of training |",
+                f"| images/s | {training['images_per_second']:.0f} (training, mean) |"]
+    rows = [f"{s.first_iteration:,} to {s.last_iteration:,}: {s.machine}, {s.precision}, "
+            f"{s.images_per_second(batch_size):.0f} images/s, {s.seconds / 3600:.2f} h" for s in segments]
+    total = sum(s.seconds for s in segments)
+    return [f"| segments (resumed from the checkpoint) | {'<br>'.join(rows)} |",
+            f"| wall time | {total / 3600:.2f} h of training (the segments' sum; pauses not counted) |",
+            f"| images/s | {training['iterations'] * batch_size / total:.0f} (training, mean over the segments) |"]
+
+
 def training_run(project: Path, run_id: str) -> tuple[dict, dict]:
     """The params and tags of the MLflow run that trained the net (precision, device, git commit)."""
     from mlflow import MlflowClient
@@ -85,10 +147,9 @@ def training_run(project: Path, run_id: str) -> tuple[dict, dict]:
 
 
 def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dict[float, int | None],
-           params: dict, tags: dict, sha256: dict[str, str]) -> str:
+           params: dict, tags: dict, sha256: dict[str, str], batch_size: int, segments: list[Segment] | None) -> str:
     test_error = 100 * evaluation["test_top1_error"]
     paper = CIFAR10.get(models.spec(variant).depth)
-    hours = training["train_seconds"] / 3600
     precision = tags.get("precision") or params.get("precision") or "not recorded"
     below = ", ".join(f"below {100 * t:.0f}% at iteration {s:,}" if s is not None else f"never below {100 * t:.0f}%"
                       for t, s in steps.items())
@@ -100,11 +161,9 @@ def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dic
         "| | |", "|---|---|",
         f"| command | `dvc repro train@{variant}-{seed} evaluate@{variant}-{seed}` |",
         f"| commit | `{tags.get('git_commit', 'not recorded')}` |",
-        f"| iterations | {training['iterations']:,} (batch {params.get('train.batch_size', '?')}) |",
-        f"| machine | {machine()} |",
+        f"| iterations | {training['iterations']:,} (batch {batch_size}) |",
         f"| precision | {precision} (`train.precision: {params.get('train.precision', '?')}`) |",
-        f"| wall time | {hours:.2f} h of training |",
-        f"| images/s | {training['images_per_second']:.0f} (training, mean) |",
+        *timing_lines(training, batch_size, segments),
         f"| final training error | {100 * training['final_train_error']:.2f}% |", "",
         ("Files: `model.safetensors`, `preprocess.safetensors` (the per-pixel mean the net subtracts) and "
         "`model.json` load with `resnet_repro.artifacts.load_trained(this_folder)`; `train.json`, `eval.json`, "
@@ -116,7 +175,7 @@ def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dic
     return "\n".join(lines)
 
 
-def publish(project: Path, variant: str, seed: int, out: Path) -> dict[str, str]:
+def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Path | None = None) -> dict[str, str]:
     layout = Layout(project)
     model_dir, metrics_dir = layout.model_dir(variant, seed), layout.metrics_dir(variant, seed)
     sources = [model_dir / name for name in MODEL_FILES] + [metrics_dir / name for name in METRICS_FILES]
@@ -125,10 +184,11 @@ def publish(project: Path, variant: str, seed: int, out: Path) -> dict[str, str]
         raise FileNotFoundError(f"not found: {', '.join(missing)}; run `dvc repro train@{variant}-{seed} "
                                 f"evaluate@{variant}-{seed}` in {project} first")
     params = load_params(project / "params.yaml")
+    run = read_run(layout, variant, seed)
+    segments = read_segments(segments_file, run.training["iterations"]) if segments_file else None
     archive = cifar10.fetch_archive(params.data.archive, layout.raw_dir)
     # Loading refuses weights this code cannot rebuild, before anything is written.
     first_images_error = error_on_first_test_images(model_dir, archive, CHECK_IMAGES)
-    run = read_run(layout, variant, seed)
     steps = {t: first_step_below(run.errors["step"], run.errors["test_error"], t) for t in THRESHOLDS}
     run_params, tags = training_run(project, run.training["mlflow_run_id"])
     with staged_directory(out) as directory:
@@ -139,7 +199,7 @@ def publish(project: Path, variant: str, seed: int, out: Path) -> dict[str, str]
                                                    "test_top1_error": first_images_error})
         training_curves({variant: [run]}, "cifar10", directory / "errors.png")
         (directory / "README.md").write_text(readme(variant, seed, run.training, run.evaluation, steps, run_params,
-                                                    tags, sha256))
+                                                    tags, sha256, params.train.batch_size, segments))
     return sha256
 
 
@@ -149,9 +209,11 @@ def main() -> int:
     parser.add_argument("--variant", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="the results folder to write")
+    parser.add_argument("--segments", type=Path, metavar="FILE",
+                        help="a run trained in several segments: their machines, precisions and times (see above)")
     args = parser.parse_args()
     try:
-        sha256 = publish(args.project.resolve(), args.variant, args.seed, args.out)
+        sha256 = publish(args.project.resolve(), args.variant, args.seed, args.out, args.segments)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"publish_result: error: {error}")
     print(json.dumps({"out": str(args.out), "sha256": sha256}, indent=2))

@@ -238,7 +238,7 @@ def test_early_training_check_at_a_tiny_scale(cifar10_archive):
 def test_referee_trains_a_few_iterations_and_resumes(tmp_path, cifar10_archive):
     out = tmp_path / "referee"
     command = [str(VENV_BIN / "python"), "scripts/referee_cifar.py", "--archive", str(cifar10_archive),
-               "--out", str(out), "--batch-size", "16", "--milestones", "3", "--eval-every", "2", "--threads", "1"]
+               "--out", str(out), "--batch-size", "16", "--milestones", "3", "--eval-every", "2", "--threads", "2"]
     run([*command, "--iterations", "4"], REPOSITORY, timeout=600)
     first = json.loads((out / "result.json").read_text())
     assert first["iterations"] == 4 and 0 <= first["test_error"] <= 1

@@ -256,3 +256,24 @@ def test_publish_result_writes_a_complete_results_folder(project, tmp_path):
                  check=False)
     assert failed.returncode != 0 and "models/resnet56/seed0/model.safetensors" in failed.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_publish_result_gives_each_segment_of_a_resumed_run(project, tmp_path):
+    """A run resumed on other machines: each segment's speed, and the segments' sum as the wall time."""
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "publish_result.py")
+    header = "machine\tprecision\tfirst_iteration\tlast_iteration\tseconds\n"
+    segments = tmp_path / "segments.tsv"
+    segments.write_text(header + f"EPYC, AVX2\tfp32\t0\t60\t20\nEPYC, AVX512-BF16\tbf16\t60\t{ITERATIONS}\t10\n")
+    out = tmp_path / "published"
+    run([str(VENV_BIN / "python"), script, "--project", str(project), "--variant", "resnet20", "--out", str(out),
+         "--segments", str(segments)], project)
+    readme = (out / "README.md").read_text()
+    assert "0 to 60: EPYC, AVX2, fp32, 384 images/s" in readme  # 60 iterations of batch 128 in 20 s
+    assert f"60 to {ITERATIONS}: EPYC, AVX512-BF16, bf16, {(ITERATIONS - 60) * 128 // 10} images/s" in readme
+    assert "0.01 h of training (the segments' sum" in readme
+    # Segments that leave a gap are refused, naming the file and line, and nothing is written.
+    segments.write_text(header + "EPYC\tfp32\t0\t50\t20\nEPYC\tbf16\t60\t120\t10\n")
+    failed = run([str(VENV_BIN / "python"), script, "--project", str(project), "--variant", "resnet20",
+                  "--out", str(tmp_path / "other"), "--segments", str(segments)], project, check=False)
+    assert failed.returncode != 0 and f"{segments}, line 3: the segment must start at iteration 50" in failed.stderr
+    assert not (tmp_path / "other").exists()

@@ -79,30 +79,20 @@ def require_clean_tree(root: Path) -> str:
     return _run(["git", "rev-parse", "HEAD"], root).stdout.strip()
 
 
-def require_default_remote(root: Path) -> None:
-    """The tasks bring their outputs and run-cache entries back through the default DVC remote."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        if repo.config["core"].get("remote"):
-            return
-    raise StudyRunError("no default DVC remote: the tasks bring their results back through one. On one machine any "
-                        "directory will do (`dvc remote add --local -d scratch /var/tmp/resnet-repro-dvc-remote`); on "
-                        "a cluster, a remote every node reaches")
-
-
-def out_of_date_stages(root: Path) -> list[str]:
-    """The study's `train@` stages whose outputs are missing or stale, as `dvc status` sees them."""
+def check_study(root: Path) -> list[str]:
+    """The study's `train@` stages whose outputs are missing or stale, as `dvc status` sees them; if there
+    are any, the project must have a default DVC remote, through which the tasks bring their results back."""
     from dvc.repo import Repo
 
     params = load_params(root / "params.yaml")
     stages = [f"train@{variant}-{seed}" for variant in params.study.variants for seed in params.study.seeds]
     with Repo(str(root)) as repo:
-        stale = set()
-        for stage in stages:
-            if repo.status(targets=[stage], with_deps=False):
-                stale.add(stage)
-    return [stage for stage in stages if stage in stale]
+        stale = [stage for stage in stages if repo.status(targets=[stage], with_deps=False)]
+        if stale and not repo.config["core"].get("remote"):
+            raise StudyRunError("no default DVC remote: the tasks bring their results back through one. On one "
+                                "machine any directory will do (`dvc remote add --local -d scratch "
+                                "/var/tmp/resnet-repro-dvc-remote`); on a cluster, a remote every node reaches")
+    return stale
 
 
 def _local_dvc_config(root: Path) -> str | None:
@@ -274,18 +264,18 @@ def run_study(root: Path, address: str | None = None, workspaces: Path | None = 
 
     root = Path(root).resolve()
     commit = require_clean_tree(root)
-    stages = out_of_date_stages(root)
+    stages = check_study(root)
     address = address or os.environ.get("RAY_ADDRESS")
     echo(f"study run: {len(stages)} net(s) to train at commit {commit[:12]}: {', '.join(stages) or 'none'}")
+    tool_env = {**os.environ, **QUIET_TOOLS}
     if stages:
-        require_default_remote(root)
         ray.init(address=address, include_dashboard=None, log_to_driver=False)
         try:
             nodes = [node for node in ray.nodes() if node["Alive"]]
             local = len(nodes) == 1 and nodes[0]["NodeManagerAddress"] == ray.util.get_node_ip_address()
             with shared_tracking_store(root, local_cluster=local) as tracking_uri:
-                _run(_dvc("repro", "ffcv"), root, {**os.environ, **QUIET_TOOLS})
-                _run(_dvc("push", "--run-cache"), root, {**os.environ, **QUIET_TOOLS})
+                _run(_dvc("repro", "ffcv"), root, tool_env)
+                _run(_dvc("push", "--run-cache"), root, tool_env)
                 params = load_params(root / "params.yaml")
                 ensure_study_run(tracking_uri, params.mlflow.experiment, params.study.name)
                 outcomes = _dispatch(root, stages, commit, tracking_uri, workspaces, checkpoints, repository, echo,
@@ -295,9 +285,7 @@ def run_study(root: Path, address: str | None = None, workspaces: Path | None = 
         failed = [outcome for outcome in outcomes if outcome.error]
     else:
         outcomes, failed = [], []
-    env = {**os.environ, **QUIET_TOOLS}
-    if checkpoints is not None:
-        env[CHECKPOINTS_ENV] = str(checkpoints)
+    env = tool_env if checkpoints is None else {**tool_env, CHECKPOINTS_ENV: str(checkpoints)}
     finished = [outcome.stage for outcome in outcomes if not outcome.error]
     # --pull: the tasks' run-cache entries and outputs come from the remote, so the trained stages are
     # restored, not run. --keep-going: a net that failed stays out of date, the others reach evaluate,
