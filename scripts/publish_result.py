@@ -20,9 +20,9 @@ paused time).
 """
 
 import argparse
+import csv
 import json
 import os
-import csv
 import platform
 import shutil
 import sys
