@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,31 @@ def test_a_study_without_a_dvc_remote_is_refused_with_what_to_do(tmp_path, cifar
     assert result.returncode == 2
     assert "no default DVC remote" in result.stderr and "dvc remote add --local -d" in result.stderr
     assert not (project / "dvc.lock").exists()  # nothing ran
+
+
+
+def test_the_drivers_tracking_server_stops_when_the_driver_is_killed(tmp_path, cifar10_archive):
+    """SIGKILL gives the driver no `finally`: the local `mlflow server` and its workers must not outlive it."""
+    project = small_study(tmp_path / "project", cifar10_archive, iterations=20)
+    script = ("import sys, time\nfrom pathlib import Path\nfrom resnet_repro.dispatch import shared_tracking_store\n"
+              "with shared_tracking_store(Path(sys.argv[1]), local_cluster=True) as uri:\n"
+              "    print(uri, flush=True)\n    time.sleep(600)\n")
+    driver = subprocess.Popen([str(VENV_BIN / "python"), "-c", script, str(project)], stdout=subprocess.PIPE,
+                              text=True, env=mlflow_env())
+    try:
+        uri = driver.stdout.readline().strip()
+        assert urllib.request.urlopen(f"{uri}/health", timeout=10).status == 200
+        # The server leads its own process group, with its uvicorn and job consumers.
+        server = run(["pgrep", "-f", f"mlflow server .*--port {uri.rsplit(':', 1)[1]}"], tmp_path).stdout.split()
+        group = str(os.getpgid(int(server[0])))
+        assert len(run(["pgrep", "-g", group], tmp_path).stdout.split()) > 1
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 60
+    while run(["pgrep", "-g", group], tmp_path, check=False).stdout and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not run(["pgrep", "-g", group], tmp_path, check=False).stdout
 
 
 @pytest.mark.slow

@@ -125,12 +125,18 @@ def shared_tracking_store(root: Path, local_cluster: bool) -> Iterator[str]:
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                                "--no-serve-artifacts"], cwd=root, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, **QUIET_TOOLS}, start_new_session=True)
+    # The server runs in its own process group (it starts a uvicorn and job consumers, which a signal to
+    # it alone would leave running). If this driver is killed (SIGKILL: no `finally`), the watchdog stops it.
+    watchdog = subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                                             f"kill -TERM -{server.pid}"], start_new_session=True)
     try:
         _wait_for_server(f"http://127.0.0.1:{port}", server)
         yield f"http://127.0.0.1:{port}"
     finally:
+        watchdog.kill()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+        watchdog.wait()
         log.close()
 
 
