@@ -151,13 +151,13 @@ def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dic
     test_error = 100 * evaluation["test_top1_error"]
     paper = CIFAR10.get(models.spec(variant).depth)
     precision = tags.get("precision") or params.get("precision") or "not recorded"
-    below = ", ".join(f"below {100 * t:.0f}% at iteration {s:,}" if s is not None else f"never below {100 * t:.0f}%"
-                      for t, s in steps.items())
+    below = " and ".join(f"first fell below {100 * t:.0f}% at iteration {s:,}" if s is not None
+                         else f"never fell below {100 * t:.0f}%" for t, s in steps.items())
     lines = [
         f"# CIFAR-10 {variant}, seed {seed}, at full length", "",
         f"Test error **{test_error:.2f}%** on the 10,000 test images (one view each, float32), "
         + (f"against the paper's {paper.resnet_test_error}% (Table 6). " if paper and paper.resnet_test_error else "")
-        + f"Test error first {below}.", "",
+        + f"The test error, measured every `train.eval_every` iterations, {below}.", "",
         "| | |", "|---|---|",
         f"| command | `dvc repro train@{variant}-{seed} evaluate@{variant}-{seed}` |",
         f"| commit | `{tags.get('git_commit', 'not recorded')}` |",
@@ -194,7 +194,7 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
     with staged_directory(out) as directory:
         for source in sources:
             shutil.copy2(source, directory / source.name)
-        sha256 = {name: file_sha256(directory / name) for name in ("model.safetensors", "preprocess.safetensors")}
+        sha256 = {name: file_sha256(directory / name) for name in MODEL_FILES}
         write_json(directory / "first1000.json", {"test_images": f"the first {CHECK_IMAGES}",
                                                    "test_top1_error": first_images_error})
         training_curves({variant: [run]}, "cifar10", directory / "errors.png")

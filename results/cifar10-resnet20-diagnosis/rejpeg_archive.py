@@ -1,7 +1,7 @@
 """Write a copy of the CIFAR-10 python archive with every image JPEG-compressed once more, as the archive's
 own source was (Pillow, quality 75, 4:2:0), on a grid shifted by one pixel so the pass is not idempotent.
 
-    python rejpeg_archive.py ../../../../shared/data/cifar10/cifar-10-python.tar.gz rejpeg.tar.gz
+    python rejpeg_archive.py ../../../shared/data/cifar10/cifar-10-python.tar.gz rejpeg.tar.gz
 """
 
 import io

@@ -1,7 +1,7 @@
 """Continue a project checkpoint (weights and SGD momentum) with the referee's own loop: its data reading,
 crops, flips, mean, SGD at the recipe's lr (0.1, /10 at 32k and 48k); train and test error every --eval-every.
 
-    python continue_referee.py ../checkpoint.pt --until 34000
+    python continue_referee.py checkpoint-30693.pt --until 34000
 """
 
 import argparse
@@ -13,7 +13,7 @@ from common import referee, referee_model
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("checkpoint")
-parser.add_argument("--archive", default="../../../../shared/data/cifar10/cifar-10-python.tar.gz")
+parser.add_argument("--archive", default="../../../shared/data/cifar10/cifar-10-python.tar.gz")
 parser.add_argument("--until", type=int, default=34000)
 parser.add_argument("--eval-every", type=int, default=1000)
 parser.add_argument("--threads", type=int, default=2)

@@ -1,7 +1,7 @@
 """Test error of a project checkpoint, scored by the referee: its model, its reading of each archive, its
 per-pixel mean of that archive's training split.
 
-    python score_checkpoint.py ../checkpoint.pt ARCHIVE [ARCHIVE ...]
+    python score_checkpoint.py CHECKPOINT ARCHIVE [ARCHIVE ...]
 """
 
 import sys

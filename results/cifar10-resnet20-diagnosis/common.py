@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-_REFEREE = Path(__file__).resolve().parents[3] / "scripts" / "referee_cifar.py"
+_REFEREE = Path(__file__).resolve().parents[2] / "scripts" / "referee_cifar.py"
 _spec = importlib.util.spec_from_file_location("referee_cifar", _REFEREE)
 referee = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(referee)
