@@ -16,7 +16,11 @@ another precision, perhaps paused) gives its segments with --segments FILE: a ta
 the header `machine precision first_iteration last_iteration seconds`, one row per segment, `seconds`
 the time it trained (not paused), taken from its logs. The README then gives each segment's machine,
 precision and images/s, and their sum as the wall time, in place of train.json's (which counts
-paused time).
+paused time). The table is kept in the folder as segments.tsv.
+
+--note FILE adds a Markdown paragraph (what a reader should know about the result, such as why it misses
+the paper) after the README's first paragraph; the folder keeps it as note.md. Re-publishing a folder
+with the same result passes both back: `--segments OUT/segments.tsv --note OUT/note.md`.
 """
 
 import argparse
@@ -147,7 +151,8 @@ def training_run(project: Path, run_id: str) -> tuple[dict, dict]:
 
 
 def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dict[float, int | None],
-           params: dict, tags: dict, sha256: dict[str, str], batch_size: int, segments: list[Segment] | None) -> str:
+           params: dict, tags: dict, sha256: dict[str, str], batch_size: int, segments: list[Segment] | None,
+           note: str | None) -> str:
     test_error = 100 * evaluation["test_top1_error"]
     paper = CIFAR10.get(models.spec(variant).depth)
     precision = tags.get("precision") or params.get("precision") or "not recorded"
@@ -158,6 +163,7 @@ def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dic
         f"Test error **{test_error:.2f}%** on the 10,000 test images (one view each, float32), "
         + (f"against the paper's {paper.resnet_test_error}% (Table 6). " if paper and paper.resnet_test_error else "")
         + f"The test error, measured every `train.eval_every` iterations, {below}.", "",
+        *([note.strip(), ""] if note else []),
         "| | |", "|---|---|",
         f"| command | `dvc repro train@{variant}-{seed} evaluate@{variant}-{seed}` |",
         f"| commit | `{tags.get('git_commit', 'not recorded')}` |",
@@ -175,7 +181,15 @@ def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dic
     return "\n".join(lines)
 
 
-def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Path | None = None) -> dict[str, str]:
+def read_note(path: Path) -> str:
+    note = path.read_text()
+    if not note.strip():
+        raise ValueError(f"{path}: the note is empty; leave out --note for a README without one")
+    return note
+
+
+def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Path | None = None,
+            note_file: Path | None = None) -> dict[str, str]:
     layout = Layout(project)
     model_dir, metrics_dir = layout.model_dir(variant, seed), layout.metrics_dir(variant, seed)
     sources = [model_dir / name for name in MODEL_FILES] + [metrics_dir / name for name in METRICS_FILES]
@@ -185,7 +199,10 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
                                 f"evaluate@{variant}-{seed}` in {project} first")
     params = load_params(project / "params.yaml")
     run = read_run(layout, variant, seed)
+    # Both are read before anything is written: they may be the files of the folder being replaced.
     segments = read_segments(segments_file, run.training["iterations"]) if segments_file else None
+    segments_table = segments_file.read_text() if segments_file else None
+    note = read_note(note_file) if note_file else None
     archive = cifar10.fetch_archive(params.data.archive, layout.raw_dir)
     # Loading refuses weights this code cannot rebuild, before anything is written.
     first_images_error = error_on_first_test_images(model_dir, archive, CHECK_IMAGES)
@@ -198,8 +215,12 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
         write_json(directory / "first1000.json", {"test_images": f"the first {CHECK_IMAGES}",
                                                    "test_top1_error": first_images_error})
         training_curves({variant: [run]}, "cifar10", directory / "errors.png")
+        if segments_table:
+            (directory / "segments.tsv").write_text(segments_table)
+        if note:
+            (directory / "note.md").write_text(note)
         (directory / "README.md").write_text(readme(variant, seed, run.training, run.evaluation, steps, run_params,
-                                                    tags, sha256, params.train.batch_size, segments))
+                                                    tags, sha256, params.train.batch_size, segments, note))
     return sha256
 
 
@@ -211,9 +232,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="the results folder to write")
     parser.add_argument("--segments", type=Path, metavar="FILE",
                         help="a run trained in several segments: their machines, precisions and times (see above)")
+    parser.add_argument("--note", type=Path, metavar="FILE",
+                        help="a Markdown paragraph for the README, after its first paragraph (see above)")
     args = parser.parse_args()
     try:
-        sha256 = publish(args.project.resolve(), args.variant, args.seed, args.out, args.segments)
+        sha256 = publish(args.project.resolve(), args.variant, args.seed, args.out, args.segments, args.note)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"publish_result: error: {error}")
     print(json.dumps({"out": str(args.out), "sha256": sha256}, indent=2))

@@ -277,3 +277,26 @@ def test_publish_result_gives_each_segment_of_a_resumed_run(project, tmp_path):
                   "--out", str(tmp_path / "other"), "--segments", str(segments)], project, check=False)
     assert failed.returncode != 0 and f"{segments}, line 3: the segment must start at iteration 50" in failed.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_publish_result_keeps_its_note_and_segments_so_the_folder_can_be_published_again(project, tmp_path):
+    """The note goes after the README's first paragraph; passing the folder's own files back rewrites it as it was."""
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "publish_result.py")
+    segments, note = tmp_path / "segments.tsv", tmp_path / "note.md"
+    segments.write_text("machine\tprecision\tfirst_iteration\tlast_iteration\tseconds\n"
+                        f"EPYC, AVX2\tfp32\t0\t{ITERATIONS}\t30\n")
+    note.write_text("This misses the paper by far: it trained for minutes.\n")
+    out = tmp_path / "published"
+    command = [str(VENV_BIN / "python"), script, "--project", str(project), "--variant", "resnet20", "--out", str(out)]
+    run(command + ["--segments", str(segments), "--note", str(note)], project)
+    readme = (out / "README.md").read_text()
+    paragraphs = readme.split("\n\n")
+    assert paragraphs[2] == "This misses the paper by far: it trained for minutes."
+    assert (out / "segments.tsv").read_text() == segments.read_text() and (out / "note.md").read_text() == note.read_text()
+    run(command + ["--segments", str(out / "segments.tsv"), "--note", str(out / "note.md")], project)
+    assert (out / "README.md").read_text() == readme and (out / "note.md").read_text() == note.read_text()
+    # An empty note is refused, naming the file, and the published folder is left as it was.
+    note.write_text("\n")
+    failed = run(command + ["--note", str(note)], project, check=False)
+    assert failed.returncode != 0 and f"{note}: the note is empty" in failed.stderr
+    assert (out / "README.md").read_text() == readme
