@@ -199,9 +199,7 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
                                 f"evaluate@{variant}-{seed}` in {project} first")
     params = load_params(project / "params.yaml")
     run = read_run(layout, variant, seed)
-    # Both are read before anything is written: they may be the files of the folder being replaced.
     segments = read_segments(segments_file, run.training["iterations"]) if segments_file else None
-    segments_table = segments_file.read_text() if segments_file else None
     note = read_note(note_file) if note_file else None
     archive = cifar10.fetch_archive(params.data.archive, layout.raw_dir)
     # Loading refuses weights this code cannot rebuild, before anything is written.
@@ -215,8 +213,9 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
         write_json(directory / "first1000.json", {"test_images": f"the first {CHECK_IMAGES}",
                                                    "test_top1_error": first_images_error})
         training_curves({variant: [run]}, "cifar10", directory / "errors.png")
-        if segments_table:
-            (directory / "segments.tsv").write_text(segments_table)
+        # staged_directory swaps `out` only at the end, so these may be the files of the folder being replaced.
+        if segments_file:
+            shutil.copy2(segments_file, directory / "segments.tsv")
         if note:
             (directory / "note.md").write_text(note)
         (directory / "README.md").write_text(readme(variant, seed, run.training, run.evaluation, steps, run_params,
