@@ -1,11 +1,14 @@
 """Copies of this repository that tests reproduce with DVC, as a user would in their own clone."""
 
+import atexit
+import functools
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -14,6 +17,29 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What the pipeline writes: a copy starts without it, as a fresh clone does.
 _OUTPUTS = ("data/prepared/", "data/ffcv/", "data/raw/", "models/", "checkpoints/", "metrics/", "reports/", "mlflow.db")
+# What a user's own runs change in their clone: the README's main job (`dvc exp run --set-param`) leaves
+# its values in params.yaml, and any `dvc repro` writes dvc.lock. Tests take these files as committed.
+WORKSPACE_STATE = ("params.yaml", "dvc.lock")
+
+
+@functools.cache
+def committed(name: str) -> str | None:
+    """The text of the repository's file `name` as committed at HEAD; None if HEAD has no such file."""
+    result = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPOSITORY, capture_output=True, text=True, check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
+@functools.cache
+def committed_file(name: str) -> Path:
+    """A copy of the committed `name` (e.g. params.yaml) in a directory of its own, for tests that read the
+    project's file: the working tree's may hold the values of the user's last experiment."""
+    text = committed(name)
+    if text is None:
+        raise FileNotFoundError(f"{name} is not committed at HEAD of {REPOSITORY}")
+    directory = Path(tempfile.mkdtemp(prefix="committed-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    (directory / name).write_text(text)
+    return directory / name
 
 
 def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -26,9 +52,9 @@ def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subproce
 
 
 def params_with(changes: dict) -> dict:
-    """The repository's params.yaml with `changes` ({"train": {"iterations": 10}, ...}) merged into its
-    sections: params.yaml writes every key, so a test states only what it changes."""
-    params = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
+    """The repository's committed params.yaml with `changes` ({"train": {"iterations": 10}, ...}) merged
+    into its sections: params.yaml writes every key, so a test states only what it changes."""
+    params = yaml.safe_load(committed("params.yaml"))
     for section, values in changes.items():
         params[section] = {**params[section], **values}
     return params
@@ -44,14 +70,18 @@ def set_params(project: Path, **changes) -> None:
 
 
 def copy_repository(project: Path, **params) -> Path:
-    """The repository's tracked (and untracked, not ignored) files in `project`, `params` set in its
-    params.yaml, committed to a new git repository there."""
+    """The repository's tracked (and untracked, not ignored) files in `project`, as a fresh clone has them
+    (the committed params.yaml, no dvc.lock, no outputs), `params` set in its params.yaml, committed to a
+    new git repository there."""
     tracked = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPOSITORY).stdout
     for name in filter(None, tracked.split("\0")):
         source = REPOSITORY / name
-        if source.is_file() and not name.startswith(_OUTPUTS):
+        if source.is_file() and not name.startswith(_OUTPUTS) and name not in WORKSPACE_STATE:
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, project / name)
+    for name in WORKSPACE_STATE:
+        if committed(name) is not None:
+            (project / name).write_text(committed(name))
     set_params(project, **params)
     run(["git", "init", "-q"], project)
     commit(project, "project")

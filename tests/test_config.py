@@ -1,15 +1,16 @@
 """params.yaml validation: every bad value stops a stage with one line naming the key path and value."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
+from projects import REPOSITORY, committed_file
 from resnet_repro.config import ConfigError, load_params, parse_params
 from resnet_repro.layout import Layout
 
-PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+# The project's params.yaml as committed: the working tree's may hold a user's experiment (issue 31).
+PROJECT_PARAMS = committed_file("params.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_unreadable_files(tmp_path):
 
 def test_layout_paths_match_dvc_yaml():
     """dvc.yaml spells the same paths as layout.Layout; a drift would make DVC track the wrong files."""
-    root = PROJECT_PARAMS.parent
+    root = REPOSITORY
     layout = Layout(root)
     dvc = (root / "dvc.yaml").read_text()
     for path in (layout.prepared_dir, layout.ffcv_dir):

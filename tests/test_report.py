@@ -254,4 +254,95 @@ def test_report_is_logged_to_the_study_parent_run(cifar_report, store):
     assert {"study.md", "study.json", "figures"} <= artifacts
     figures = {entry.path for entry in client.list_artifacts(parent.info.run_id, "figures")}
     assert "figures/training_curves.png" in figures
-    assert parent.data.metrics["resnet20.top1_error_mean"] == pytest.approx(8.7)
+    assert parent.data.metrics["nets.resnet20.test_error"] == pytest.approx(8.7)
+    # The claims table: C3 (plain-20 against ResNet-20) and its verdict, as on the report's first page.
+    assert parent.data.metrics["claims.C3.margin"] == pytest.approx(1.1)
+    assert parent.data.tags["claim.C3"].startswith("shown: margin 1.10 > spread 0.80")
+    assert parent.data.tags["claim.C1"].startswith("not tested: the study lacks two plain nets")
+
+
+# --- the claims (report/claims.py) ---------------------------------------------------------------------
+
+# Four nets, one seed, final (test, training) errors chosen so that each claim lands where a test can say.
+FOUR_NETS = {"plain20": (0.40, 0.38), "plain56": (0.55, 0.52), "resnet20": (0.35, 0.33), "resnet56": (0.37, 0.34)}
+
+
+def claims_of(tmp_path, runs: dict, seeds=(0,), seed_spread: dict | None = None, iterations: int = ITERATIONS,
+              layers: int = 18) -> dict:
+    layout = Layout(tmp_path, "cifar10")
+    for variant, errors in runs.items():
+        for seed in seeds:
+            test_error, train_error = errors[seed] if isinstance(errors, dict) else errors
+            write_run(layout, variant, seed, test_error, train_error, layers=layers)
+    params = params_with({
+        "data": {"dataset": "cifar10", "archive": str(tmp_path / "cifar-10-python.tar.gz")},
+        "train": {"iterations": iterations, "milestones": []},
+        "study": {"name": "claims", "variants": list(runs), "seeds": list(seeds)},
+    })
+    if seed_spread is not None:
+        params["study"]["seed_spread"] = seed_spread
+    write_report(parse_params(params), layout)
+    report = json.loads((layout.reports_dir / "study.json").read_text())
+    return {entry["id"]: entry for entry in report["claims"]} | {
+        "markdown": (layout.reports_dir / "study.md").read_text(),
+        "metrics": json.loads((layout.reports_dir / "metrics.json").read_text())}
+
+
+def test_claims_with_one_seed_are_judged_against_the_spread_measured_at_that_scale(tmp_path, store):
+    spread = {"iterations": ITERATIONS, "subset": None, "seeds": 3,
+              "margins": {"C1": 2.0, "C2": 20.0, "C3": 2.0, "C4": 1.0, "C5": 0.1}}
+    claims = claims_of(tmp_path, FOUR_NETS, seed_spread=spread)
+    # C1: plain-56 trains worse than plain-20 by 52 - 38 = 14 points, more than the spread of 2.
+    assert claims["C1"]["nets"] == ["plain56", "plain20"]
+    assert claims["C1"]["margin"] == pytest.approx(14.0) and claims["C1"]["verdict"] == "shown"
+    assert claims["C1"]["numbers"] == {"plain-56 final training error": pytest.approx(52.0),
+                                       "plain-20 final training error": pytest.approx(38.0)}
+    # C2: 15 points of test error, but the seeds were measured to spread by 20: not shown.
+    assert claims["C2"]["margin"] == pytest.approx(15.0) and claims["C2"]["verdict"] == "not shown"
+    assert "within the seed spread 20.00" in claims["C2"]["reason"]
+    # C3 at depth 56: the smaller of the training (52 - 34) and test (55 - 37) margins.
+    assert claims["C3"]["nets"] == ["plain56", "resnet56"] and claims["C3"]["margin"] == pytest.approx(18.0)
+    assert claims["C3"]["verdict"] == "shown"
+    # C4: ResNet-56 is 2 points worse than ResNet-20 at 400 of the paper's 64,000 iterations.
+    assert claims["C4"]["margin"] == pytest.approx(-2.0) and claims["C4"]["verdict"] == "not tested"
+    assert claims["C4"]["reason"].startswith("not tested at this length: the paper's nets train 64,000 iterations")
+    # C5: write_run gives plain layers a std of 1.5-1.8 and residual ones 0.8-1.1.
+    assert claims["C5"]["verdict"] == "shown" and 0.4 < claims["C5"]["margin"] < 1.0
+    assert claims["metrics"]["claims"]["C1"] == {"margin": pytest.approx(14.0), "spread": 2.0}
+    assert claims["metrics"]["nets"]["plain56"] == {"test_error": pytest.approx(55.0), "train_error": pytest.approx(52.0)}
+    # The report opens with the claims, before the paper's tables.
+    markdown = claims["markdown"]
+    assert markdown.index("## The paper's claims, judged") < markdown.index("## CIFAR-10: Table 6")
+    assert table_line(markdown, "**C4**")[-1].startswith("**not tested**: not tested at this length")
+
+
+def test_a_seed_spread_of_another_scale_or_none_tests_nothing_with_one_seed(tmp_path, store):
+    other_scale = {"iterations": 2 * ITERATIONS, "subset": None, "seeds": 3, "margins": {"C1": 2.0}}
+    claims = claims_of(tmp_path / "other", FOUR_NETS, seed_spread=other_scale)
+    assert claims["C1"]["verdict"] == "not tested" and claims["C1"]["spread"] is None
+    assert "measured at 800 iterations" in claims["C1"]["reason"]
+    claims = claims_of(tmp_path / "none", FOUR_NETS)  # params.yaml's default: nothing measured
+    assert claims["C1"]["verdict"] == "not tested"
+    assert claims["C1"]["reason"] == "one seed, and no seed spread measured at this scale (study.seed_spread)"
+    assert claims["C4"]["verdict"] == "not tested"  # too short, whatever the spread
+    # A margin the other way round is not shown, spread or not, once the length is the paper's.
+    claims = claims_of(tmp_path / "long", FOUR_NETS, iterations=64_000)
+    assert claims["C4"]["verdict"] == "not shown" and claims["C4"]["reason"] == "the margin is -2.00: the other way round"
+
+
+def test_several_seeds_measure_their_own_spread(tmp_path, store):
+    runs = {"plain20": {0: (0.40, 0.30), 1: (0.40, 0.36)}, "plain56": {0: (0.50, 0.40), 1: (0.50, 0.38)}}
+    claims = claims_of(tmp_path, runs, seeds=(0, 1))
+    # C1 per seed: 40 - 30 = 10 and 38 - 36 = 2; mean 6 > spread 8? No: not shown.
+    assert claims["C1"]["seed_margins"] == {"0": pytest.approx(10.0), "1": pytest.approx(2.0)}
+    assert claims["C1"]["spread"] == pytest.approx(8.0) and claims["C1"]["spread_from"] == "2 seeds of this study"
+    assert claims["C1"]["verdict"] == "not shown"
+    assert claims["C2"]["margin"] == pytest.approx(10.0) and claims["C2"]["spread"] == pytest.approx(0.0)
+    assert claims["C2"]["verdict"] == "shown"
+
+
+def test_a_study_without_the_nets_a_claim_needs_marks_it_not_tested(tmp_path, store):
+    claims = claims_of(tmp_path, {"resnet20": (0.35, 0.33)})
+    assert {claims[c]["verdict"] for c in ("C1", "C2", "C3", "C4", "C5")} == {"not tested"}
+    assert claims["C3"]["reason"] == "the study lacks a plain and a residual net of the same depth (ResNet-20)"
+    assert claims["metrics"]["claims"] == {}  # numbers only, and only where measured

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from projects import REPOSITORY, run
+from projects import committed, run
 
 # FFCV's functions, and numba's typed-dict functions that `import ffcv` runs, which numba's disk cache
 # keeps (ffcv_io._compile_with_disk_cache).
@@ -74,7 +74,7 @@ def test_bench_startup_times_each_part_of_both_stages(tmp_path, cifar10_archive)
     from resnet_repro.config import update_params_file
 
     params = tmp_path / "params.yaml"
-    params.write_text((REPOSITORY / "params.yaml").read_text())
+    params.write_text(committed("params.yaml"))
     update_params_file(params, {"data.subset": 1000})
     result = json.loads(run(["resnet-repro", "bench", "startup", "--params", str(params), "--archive",
                              str(cifar10_archive), "--json"], tmp_path).stdout)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from projects import REPOSITORY, copy_repository, run
+from projects import committed_file, copy_repository, run
 from resnet_repro import models
 from resnet_repro.cli import main
 from resnet_repro.config import load_params
@@ -18,7 +18,7 @@ from resnet_repro.studies import STUDIES
 @pytest.fixture
 def params_file(tmp_path) -> Path:
     path = tmp_path / "params.yaml"
-    shutil.copy(REPOSITORY / "params.yaml", path)
+    shutil.copy(committed_file("params.yaml"), path)
     return path
 
 

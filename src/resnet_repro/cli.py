@@ -334,6 +334,10 @@ def _add_study_commands(commands: argparse._SubParsersAction) -> None:
     choose.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: keep study.seeds)")
     choose.add_argument("--root", type=Path, help="the image folder of an ImageNet study (sets data.root)")
     choose.set_defaults(handler=_select_study)
+    claims = what.add_parser("claims", help="say in words what the last report showed of the paper's claims")
+    claims.add_argument("--report", type=Path, default=Path("reports/study.json"),
+                        help="the report stage's study.json (default: ./reports/study.json)")
+    claims.set_defaults(handler=_print_claims)
     dispatch = what.add_parser(
         "run", help="train the study's out-of-date nets at once on Ray (one task per net), then `dvc repro`",
         description="Trains every out-of-date train@ stage of params.yaml's study as its own Ray task (train.nproc "
@@ -368,6 +372,23 @@ def _select_study(args: argparse.Namespace) -> int:
     for key, value in changes.items():
         print(f"  {key} = {value}")
     print("Run `dvc repro` (or `dvc exp run`) to train, evaluate, register and report its nets.")
+    return 0
+
+
+def _print_claims(args: argparse.Namespace) -> int:
+    from resnet_repro.report.claims import sentences
+
+    try:
+        report = json.loads(args.report.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{args.report}: no such file; run `dvc repro report` first") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{args.report}: not valid JSON ({error}); run `dvc repro report` again") from None
+    if not isinstance(report, dict) or "claims" not in report:
+        raise ValueError(f"{args.report}: no claims table in it (an older report stage wrote it); run `dvc repro report`")
+    print(f"What study {report.get('study')!r} showed of the paper's claims (numbers: reports/study.md):")
+    for line in sentences(report["claims"]):
+        print(f"  {line}")
     return 0
 
 

@@ -210,10 +210,20 @@ class EvaluateParams(Section):
         return views
 
 
+class SeedSpread(Section):
+    """How far each claim's margin moved between seeds, measured once at one scale (report/claims.py):
+    a study with a single seed judges its claims against it when it runs at that scale."""
+    iterations: PositiveInt | None  # the scale it was measured at; null: not measured
+    subset: PositiveInt | None
+    seeds: PositiveInt | None  # how many seeds
+    margins: dict[Literal["C1", "C2", "C3", "C4", "C5"], Annotated[float, Field(ge=0)]]
+
+
 class StudyParams(Section):
     name: str
     variants: Annotated[list[str], Field(min_length=1)]
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)]
+    seed_spread: SeedSpread
 
     @field_validator("variants")
     @classmethod
@@ -330,6 +340,8 @@ def update_params_file(path: Path | str, changes: dict[str, Any]) -> Params:
         elif isinstance(value, (list, tuple)):
             mapping[key] = CommentedSeq(value)
             mapping[key].fa.set_flow_style()
+        elif isinstance(value, dict) and isinstance(mapping.get(key), dict):
+            mapping[key].update(value)  # in place, like a list: the comments around the mapping stay
         else:
             mapping[key] = value
     buffer = io.StringIO()

@@ -12,7 +12,7 @@ residual), in percentage points.
 from resnet_repro import models
 from resnet_repro.config import Params
 from resnet_repro.layout import Layout
-from resnet_repro.report import figures
+from resnet_repro.report import claims, figures
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP, IMAGENET_10CROP_SOURCE
 from resnet_repro.report.runs import VIEWS, Run, label, mean_std, read_run, sort_key
 from resnet_repro.train.recipe import RECIPES
@@ -328,12 +328,15 @@ def _plain_vs_residual_section(pairs: list[dict], trends: list[dict], dataset: s
     return lines
 
 
-def markdown(params: Params, rows: list[dict], pairs: list[dict], trends: list[dict],
-              drawn: list[figures.ReportFigure]) -> str:
+def markdown(params: Params, rows: list[dict], pairs: list[dict], trends: list[dict], judged: list[dict],
+             drawn: list[figures.ReportFigure]) -> str:
     dataset = params.data.dataset
     seeds = ", ".join(map(str, params.study.seeds))
+    iterations = ", ".join(f"{n:,}" for n in sorted({n for row in rows for n in row["iterations"]}))
     lines = [f"# Study `{params.study.name}` on {dataset}", "",
-             f"{len(rows)} nets × {len(params.study.seeds)} seed(s) ({seeds}). Errors in %.", ""]
+             f"{len(rows)} nets × {len(params.study.seeds)} seed(s) ({seeds}), {iterations} iterations. Errors in %.",
+             ""]
+    lines += claims.markdown(judged) + [""]
     lines += _cifar_table(rows) if dataset == "cifar10" else _imagenet_table(rows, params)
     lines += [""] + _plain_vs_residual_section(pairs, trends, dataset)
     lines += ["", "## Figures", ""]
@@ -344,15 +347,22 @@ def markdown(params: Params, rows: list[dict], pairs: list[dict], trends: list[d
     return "\n".join(lines) + "\n"
 
 
-def study_json(params: Params, rows: list[dict], pairs: list[dict], trends: list[dict],
+def study_json(params: Params, rows: list[dict], pairs: list[dict], trends: list[dict], judged: list[dict],
                drawn: list[figures.ReportFigure]) -> dict:
     table = "Table 6 and Figure 6" if params.data.dataset == "cifar10" else "Tables 2 and 3 (10-crop)"
     return {
         "study": params.study.name, "dataset": params.data.dataset, "seeds": list(params.study.seeds),
-        "paper_table": table,
-        # Flat per-net numbers, which `dvc metrics show` / `dvc metrics diff` list (they skip lists).
+        "paper_table": table, "claims": judged,
         "summary": {row["variant"]: {key: row[key] for key in SUMMARY_KEYS if row[key] is not None} for row in rows},
         "plain_minus_residual": {f"{pair['plain']}-vs-{pair['residual']}": pair["difference"] for pair in pairs},
         "rows": rows, "plain_vs_residual": pairs, "depth_trends": trends,
         "figures": [{"file": figure.file, "title": figure.title} for figure in drawn],
     }
+
+
+def metrics_json(rows: list[dict], judged: list[dict]) -> dict:
+    """Numbers only, for `dvc metrics show/diff` and `dvc exp show`: each net's test and final training
+    error (%, mean over seeds) and each tested claim's margin and seed spread."""
+    return {"nets": {row["variant"]: {"test_error": row["top1_error_mean"], "train_error": row["train_error_mean"]}
+                     for row in rows},
+            "claims": claims.metrics(judged)}

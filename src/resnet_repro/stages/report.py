@@ -1,15 +1,17 @@
-"""The report stage: reports/study.md, study.json and figures/ from every net's metrics, and the same
-table, numbers and figures on the study's parent run in MLflow."""
+"""The report stage: reports/study.md, study.json and figures/ from every net's metrics, the claims'
+numbers in reports/metrics.json (DVC's metrics view), and the same table, numbers and figures on the
+study's parent run in MLflow."""
 
 from resnet_repro.config import Params
 from resnet_repro.io import atomic_write, staged_directory, write_json
 from resnet_repro.layout import Layout
-from resnet_repro.report import figures
+from resnet_repro.report import claims, figures
 from resnet_repro.report.study import (
     collect,
     collect_runs,
     depth_trends,
     markdown,
+    metrics_json,
     plain_vs_residual,
     study_json,
 )
@@ -21,16 +23,21 @@ def write_report(params: Params, layout: Layout) -> list[dict]:
     rows = collect(params, layout, runs)
     pairs = plain_vs_residual(rows, params.data.dataset)
     trends = depth_trends(rows)
+    judged = claims.judge(runs, params)
     with staged_directory(layout.reports_dir / "figures") as directory:
         drawn = figures.draw_all(runs, params.data.dataset, directory)
-    write_json(layout.reports_dir / "study.json", study_json(params, rows, pairs, trends, drawn))
-    text = markdown(params, rows, pairs, trends, drawn)
+    write_json(layout.reports_dir / "study.json", study_json(params, rows, pairs, trends, judged, drawn))
+    numbers = metrics_json(rows, judged)
+    write_json(layout.reports_dir / "metrics.json", numbers)
+    text = markdown(params, rows, pairs, trends, judged, drawn)
     atomic_write(layout.reports_dir / "study.md", lambda temporary: temporary.write_text(text))
     print(text, flush=True)
-    summary = {f"{row['variant']}.{key}": row[key] for row in rows for key in ("top1_error_mean", "top5_error_mean")
-               if row[key] is not None}
+    summary = {f"{group}.{name}.{key}": value for group in ("nets", "claims") for name, values in numbers[group].items()
+               for key, value in values.items()}
+    tags = {f"claim.{entry['id']}": f"{entry['verdict']}: {entry['reason']}" for entry in judged}
     outputs = [layout.reports_dir / name for name in ("study.md", "study.json", "figures")]
     parent = log_to_study_run(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
-                              params.study.name, outputs, summary)
+                              params.study.name, outputs, summary, tags)
     print(f"Logged the report to MLflow run {parent} (study {params.study.name!r})", flush=True)
+    print("\n".join(["", "What this study shows of the paper's claims:", *claims.sentences(judged)]), flush=True)
     return rows

@@ -252,11 +252,13 @@ def study_run_id(client: MlflowClient, experiment_id: str, study: str) -> str:
 
 
 def log_to_study_run(tracking_uri: str, experiment: str, study: str, files: list[Path],
-                     metrics: dict[str, float]) -> str:
-    """Log the report's `files` (directories keep their name) and summary `metrics` to the study's
-    parent run; returns its id."""
+                     metrics: dict[str, float], tags: dict[str, str] | None = None) -> str:
+    """Log the report's `files` (directories keep their name), summary `metrics` and `tags` to the
+    study's parent run; returns its id."""
     client = connect(tracking_uri)
     run_id = study_run_id(client, _experiment_id(client, experiment), study)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, value)
     for path in files:
         if path.is_dir():
             client.log_artifacts(run_id, str(path), artifact_path=path.name)
