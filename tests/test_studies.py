@@ -35,7 +35,7 @@ def test_select_keeps_comments_and_seeds_and_restores_the_paper_recipe(params_fi
     original = params_file.read_text()
     main(["study", "select", "cifar-degradation-cpu", "--params", str(params_file), "--seeds", "0", "1"])
     params = load_params(params_file)
-    assert params.study.seeds == [0, 1] and params.train.iterations == 2000
+    assert params.study.seeds == [0, 1] and params.train.iterations == 400
     assert params.study.variants == ["plain20", "plain56", "resnet20", "resnet56"]
     main(["study", "select", "cifar-paper", "--params", str(params_file)])
     params = load_params(params_file)
