@@ -139,6 +139,13 @@ def timing_lines(training: dict, batch_size: int, segments: list[Segment] | None
             f"| images/s | {training['iterations'] * batch_size / total:.0f} (training, mean over the segments) |"]
 
 
+def mlflow_run_id(layout: Layout, variant: str, seed: int, training: dict) -> str:
+    """The training's MLflow run: run.json holds it; projects trained before run.json existed (the Figure 6
+    study at 8k iterations was trained by such code) kept it in train.json."""
+    path = layout.metrics_dir(variant, seed) / "run.json"
+    return json.loads(path.read_text())["mlflow_run_id"] if path.exists() else training["mlflow_run_id"]
+
+
 def training_run(project: Path, run_id: str) -> tuple[dict, dict]:
     """The params and tags of the MLflow run that trained the net (precision, device, git commit)."""
     from mlflow import MlflowClient
@@ -205,7 +212,7 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
     # Loading refuses weights this code cannot rebuild, before anything is written.
     first_images_error = error_on_first_test_images(model_dir, archive, CHECK_IMAGES)
     steps = {t: first_step_below(run.errors["step"], run.errors["test_error"], t) for t in THRESHOLDS}
-    run_params, tags = training_run(project, run.training["mlflow_run_id"])
+    run_params, tags = training_run(project, mlflow_run_id(layout, variant, seed, run.training))
     with staged_directory(out) as directory:
         for source in sources:
             shutil.copy2(source, directory / source.name)

@@ -70,7 +70,11 @@ def test_mlflow_run_has_params_curves_eval_metrics_and_tags(project):
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    training = read_json(project / "metrics" / "resnet20" / "seed0" / "train.json")
+    training = read_json(project / "metrics" / "resnet20" / "seed0" / "run.json")
+    assert (training["variant"], training["seed"]) == ("resnet20", 0)
+    # train.json is a DVC metric: numbers only (names and ids live in run.json).
+    assert all(isinstance(value, (int, float)) for value in read_json(project / "metrics" / "resnet20" / "seed0"
+                                                                      / "train.json").values())
     mlflow_run = client.get_run(training["mlflow_run_id"])
     assert mlflow_run.info.run_name == "resnet20 seed 0"
     assert mlflow_run.data.params["train.lr"] == "0.1"
@@ -135,7 +139,7 @@ def test_kill_9_during_training_then_repro_resumes(project):
     output = run(["dvc", "repro", "-f", "--single-item", "train@resnet20-0"], project, timeout=1800).stdout
     assert f"Resumed from checkpoint at iteration {interrupted['iteration']}" in output
     run(["dvc", "repro"], project, timeout=1800)
-    training = read_json(project / "metrics" / "resnet20" / "seed0" / "train.json")
+    training = read_json(project / "metrics" / "resnet20" / "seed0" / "run.json")
     assert training["mlflow_run_id"] == interrupted["run_id"]  # the same MLflow run continued
     assert stages_that_would_run(project) == set()
 

@@ -62,8 +62,10 @@ def wait_for_checkpoint(process: subprocess.Popen, path: Path, at_least: int) ->
 
 
 def outcome(root: Path) -> tuple[dict, dict]:
-    run = Layout(root).model_dir("resnet20", 0)
-    return load_file(run / "model.safetensors"), json.loads((Layout(root).metrics_dir("resnet20", 0) / "train.json").read_text())
+    """The trained weights, and train.json with run.json (the MLflow run id)."""
+    run, metrics = Layout(root).model_dir("resnet20", 0), Layout(root).metrics_dir("resnet20", 0)
+    summary = {**json.loads((metrics / "train.json").read_text()), **json.loads((metrics / "run.json").read_text())}
+    return load_file(run / "model.safetensors"), summary
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -212,8 +212,3 @@ def sentences(table: list[dict]) -> list[str]:
         lines.append(f"{entry['id']} {entry['verdict'].upper()}: {entry['claim']}{margin}; {entry['reason']}.")
     return lines
 
-
-def metrics(table: list[dict]) -> dict[str, dict[str, float]]:
-    """Numbers only, for DVC's metrics views: each tested claim's margin and spread."""
-    return {entry["id"]: {key: entry[key] for key in ("margin", "spread") if entry[key] is not None}
-            for entry in table if entry["margin"] is not None}

@@ -360,9 +360,10 @@ def study_json(params: Params, rows: list[dict], pairs: list[dict], trends: list
     }
 
 
-def metrics_json(rows: list[dict], judged: list[dict]) -> dict:
-    """Numbers only, for `dvc metrics show/diff` and `dvc exp show`: each net's test and final training
-    error (%, mean over seeds) and each tested claim's margin and seed spread."""
-    return {"nets": {row["variant"]: {"test_error": row["top1_error_mean"], "train_error": row["train_error_mean"]}
-                     for row in rows},
-            "claims": claims.metrics(judged)}
+def metrics_json(rows: list[dict], judged: list[dict]) -> dict[str, float]:
+    """The study in one row of numbers, for `dvc metrics show/diff` and `dvc exp show`: each net's test
+    error (%, mean over seeds; the view of its table row) under its name, and each tested claim's margin
+    (points) under its id. Flat and short, so that `dvc exp show` names the columns `resnet56` and `C3`."""
+    nets = {row["variant"]: row["top1_error_mean"] for row in rows if row["top1_error_mean"] is not None}
+    margins = {entry["id"]: entry["margin"] for entry in judged if entry["margin"] is not None}
+    return {**nets, **margins}

@@ -42,9 +42,10 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
     metrics.update(_paper_imagenet_testing(params, layout, trained, device))
 
     train_summary = json.loads((layout.metrics_dir(variant, seed) / "train.json").read_text())
+    training_run = json.loads((layout.metrics_dir(variant, seed) / "run.json").read_text())
     with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
                            run_name=f"{variant} seed {seed}", params={}, tags={},
-                           resume_run_id=train_summary["mlflow_run_id"]) as run:
+                           resume_run_id=training_run["mlflow_run_id"]) as run:
         run.log_metrics({k: v for k, v in metrics.items() if k.endswith("_error")}, train_summary["iterations"])
     write_json(layout.metrics_dir(variant, seed) / "responses.json", responses)
     write_json(layout.metrics_dir(variant, seed) / "eval.json", metrics)

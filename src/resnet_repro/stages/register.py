@@ -14,7 +14,7 @@ def register_variant(params: Params, layout: Layout, variant: str, seed: int) ->
     train_summary = json.loads((metrics_dir / "train.json").read_text())
     evaluation = json.loads((metrics_dir / "eval.json").read_text())
     tracking_uri = resolve_tracking_uri(layout.root, params.mlflow.tracking_uri)
-    run_id = train_summary["mlflow_run_id"]
+    run_id = json.loads((metrics_dir / "run.json").read_text())["mlflow_run_id"]
     # The version carries the tags of the run that trained it (variant, family, depth, shortcut, seed,
     # git commit and data version as they were at training time), not those of today's checkout.
     training_tags = {key: value for key, value in connect(tracking_uri).get_run(run_id).data.tags.items()

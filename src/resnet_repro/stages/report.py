@@ -1,6 +1,6 @@
-"""The report stage: reports/study.md, study.json and figures/ from every net's metrics, the claims'
-numbers in reports/metrics.json (DVC's metrics view), and the same table, numbers and figures on the
-study's parent run in MLflow."""
+"""The report stage: reports/study.md, study.json and figures/ from every net's metrics, the study in
+one row of numbers in reports/metrics.json (the pipeline's DVC metric), and the same table, numbers and
+figures on the study's parent run in MLflow."""
 
 from resnet_repro.config import Params
 from resnet_repro.io import atomic_write, staged_directory, write_json
@@ -32,8 +32,9 @@ def write_report(params: Params, layout: Layout) -> list[dict]:
     text = markdown(params, rows, pairs, trends, judged, drawn)
     atomic_write(layout.reports_dir / "study.md", lambda temporary: temporary.write_text(text))
     print(text, flush=True)
-    summary = {f"{group}.{name}.{key}": value for group in ("nets", "claims") for name, values in numbers[group].items()
-               for key, value in values.items()}
+    summary = {f"{row['variant']}.test_error": row["top1_error_mean"] for row in rows if row["top1_error_mean"] is not None}
+    summary.update({f"claims.{entry['id']}.{key}": entry[key] for entry in judged for key in ("margin", "spread")
+                    if entry[key] is not None})
     tags = {f"claim.{entry['id']}": f"{entry['verdict']}: {entry['reason']}" for entry in judged}
     outputs = [layout.reports_dir / name for name in ("study.md", "study.json", "figures")]
     parent = log_to_study_run(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,

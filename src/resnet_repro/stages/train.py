@@ -172,16 +172,18 @@ def save_net(layout: Layout, variant: str, seed: int, model: torch.nn.Module, me
 
 def write_metrics(layout: Layout, variant: str, seed: int, result: FitResult, model: torch.nn.Module,
                   train: TrainParams, run_id: str) -> dict:
-    """The curves (DVC plots) and train.json, whose summary is returned."""
+    """The curves (DVC plots), train.json (a DVC metric: numbers only) and run.json (which net, which
+    MLflow run: what the evaluate and register stages continue); returns both merged."""
     metrics_dir = layout.metrics_dir(variant, seed)
     write_tsv(metrics_dir / "curve.tsv", result.curves.steps, STEP_COLUMNS)
     write_tsv(metrics_dir / "errors.tsv", result.curves.errors, ERROR_COLUMNS)
     summary = {
-        "variant": variant, "seed": seed, "iterations": train.iterations,
-        "final_loss": result.final_loss, "final_train_error": result.final_train_error,
-        "final_test_error": result.final_test_error, "train_seconds": result.seconds,
-        "images_per_second": result.images_per_second,
-        "parameters": sum(p.numel() for p in model.parameters()), "mlflow_run_id": run_id,
+        "iterations": train.iterations, "final_loss": result.final_loss,
+        "final_train_error": result.final_train_error, "final_test_error": result.final_test_error,
+        "train_seconds": result.seconds, "images_per_second": result.images_per_second,
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
+    identity = {"variant": variant, "seed": seed, "mlflow_run_id": run_id}
+    write_json(metrics_dir / "run.json", identity)
     write_json(metrics_dir / "train.json", summary)
-    return summary
+    return {**identity, **summary}

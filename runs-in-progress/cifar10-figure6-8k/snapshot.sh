@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stop the Figure 6 study in its project (default /work/runs/fig6) and copy its resumable state into
+# ./project: the net in training gets SIGTERM (it saves its checkpoint and marks its MLflow run KILLED,
+# and `dvc repro` stops after it), then dvc.lock, the finished nets' outputs, the checkpoint and the
+# MLflow store are copied. resume.sh puts them back in a clone of the training commit.
+set -euo pipefail
+run=${RUN:-/work/runs/fig6}
+dest=$(cd "$(dirname "$0")" && pwd)
+
+pids_in_run() {  # the processes matching $1 whose working directory is the run's project
+  for pid in $(pgrep -f "$1" || true); do
+    [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$run" ] && echo "$pid"
+  done
+}
+for pid in $(pids_in_run "pipeline/train.py --variant"); do kill -TERM "$pid"; done
+while [ -n "$(pids_in_run 'pipeline/|dvc repro')" ]; do sleep 1; done
+
+rm -rf "$dest/project.tmp" && mkdir -p "$dest/project.tmp"
+cd "$run"
+tar -cf - dvc.lock params.yaml models metrics checkpoints 2>/dev/null | tar -xf - -C "$dest/project.tmp"
+python3 -c "import sqlite3; s=sqlite3.connect('file:$run/mlflow.db?mode=ro', uri=True); d=sqlite3.connect('$dest/project.tmp/mlflow.db'); s.backup(d); d.close()"
+find "$dest/project.tmp" -name .gitignore -delete
+rm -rf "$dest/project" && mv "$dest/project.tmp" "$dest/project"
+find "$dest/project" -type f | sort
