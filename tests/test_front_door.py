@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,6 @@ COVERED_ELSEWHERE = {
     r"^bash scripts/setup\.sh": ".ci/run runs it on a fresh machine before the tests",
     r"^\.venv/bin/python -m pytest": ".ci/run runs the README's test command",
     r"^source \.venv/bin/activate": "the tests run with this venv's tools first on PATH",
-    r"^mlflow ui ": "scripts/check_mlflow_ui.py serves the same store with `mlflow server` (this module)",
     r"^export MLFLOW_TRACKING_URI=sqlite": "tests/test_serving.py serves a registered model",
     r"^mlflow models serve ": "tests/test_serving.py",
     r"^curl ": "tests/test_serving.py posts the same three kinds of input",
@@ -43,6 +44,8 @@ COVERED_ELSEWHERE = {
     r"^dvc artifacts get ": "needs a git server with GTO tags",
     r"^resnet-repro study run": "tests/test_dispatch.py runs it on a local Ray (its faults, marked slow)",
 }
+# Servers: started as written in the main job's project, asked for their page, stopped.
+SERVED = r"^mlflow ui --backend-store-uri sqlite:///mlflow\.db$"
 SCRIPTS = {
     r"^bash scripts/cpu-study\.sh$": "test_cpu_study_registers_four_nets_and_ends_with_the_claims_in_words",
 }
@@ -50,7 +53,7 @@ SCRIPTS = {
 # outputs of stages that have not run yet, DVC issue 9818, which every stage of a fresh clone is).
 DRY = r"^dvc (repro|exp run)\b"
 # Run as written in the project the main job left behind.
-AS_WRITTEN = r"^(dvc (metrics show|plots show|exp show|params diff)|resnet-repro (?!study run))"
+AS_WRITTEN = r"^(dvc (metrics show|metrics diff|plots show|exp show|params diff)|resnet-repro (?!study run))"
 
 
 def readme_blocks(language: str) -> list[str]:
@@ -73,10 +76,10 @@ def commands_matching(pattern: str) -> list[str]:
 
 
 def test_every_readme_command_is_run_or_covered():
-    patterns = [*COVERED_ELSEWHERE, *SCRIPTS, DRY, AS_WRITTEN]
+    patterns = [*COVERED_ELSEWHERE, *SCRIPTS, DRY, AS_WRITTEN, SERVED]
     uncovered = [command for command in readme_commands() if not any(re.search(p, command) for p in patterns)]
     assert not uncovered, f"README commands no test runs: {uncovered}"
-    for pattern in [*SCRIPTS, DRY, AS_WRITTEN]:  # the patterns still match something
+    for pattern in [*SCRIPTS, DRY, AS_WRITTEN, SERVED]:  # the patterns still match something
         assert commands_matching(pattern), pattern
 
 
@@ -196,6 +199,35 @@ def test_readme_commands_run_as_written_in_the_main_jobs_project(cpu_study, cifa
         run([str(VENV_BIN / "python"), "-c", block], project, timeout=600)
 
 
+def test_readme_mlflow_ui_serves_the_main_jobs_runs(cpu_study):
+    """`mlflow ui --backend-store-uri sqlite:///mlflow.db` as written: its page answers on port 5000, and
+    its REST API lists the study's runs."""
+    import urllib.request
+
+    project, _ = cpu_study
+    [command] = commands_matching(SERVED)
+    server = subprocess.Popen(shlex.split(command), cwd=project, env=script_environment(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:5000/", timeout=5) as response:
+                    assert response.status == 200 and b"MLflow" in response.read()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.monotonic() < deadline, "mlflow ui did not answer on port 5000 within 120 s"
+                time.sleep(1)
+        request = urllib.request.Request("http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name"
+                                         "?experiment_name=resnet-repro-cifar10-cpu")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["experiment"]["name"] == "resnet-repro-cifar10-cpu"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def test_readme_dvc_commands_dry_run_in_a_fresh_clone(tmp_path):
     project = fresh_copy(tmp_path / "project")
     for command in commands_matching(DRY):
@@ -279,3 +311,65 @@ def test_every_script_is_run_by_a_test():
     unrun = [path.name for path in (REPOSITORY / "scripts").iterdir()
              if path.is_file() and f"scripts/{path.name}" not in tests and f'"{path.name}"' not in tests]
     assert not unrun, f"scripts no test runs: {unrun}"
+
+
+# DVC's own HTML page loads vega from a CDN this machine cannot reach: the test serves the same three
+# libraries from the npm registry through `dvc plots diff --html-template`, which takes a page with
+# `{plot_divs}` in place of DVC's script tags.
+PLOTS_TEMPLATE = """<!DOCTYPE html>
+<html><head><title>DVC Plot</title>{scripts}</head>
+<body>{{plot_divs}}</body></html>"""
+VEGA_PACKAGES = {"vega": "vega@5", "vega-lite": "vega-lite@5", "vega-embed": "vega-embed@6"}
+# Debian's Chromium as root, with no attempt to reach the network (which this machine refuses).
+HEADLESS_CHROMIUM = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def vega_scripts(tmp_path_factory) -> str:
+    """Script tags for vega, vega-lite and vega-embed, installed from the npm registry."""
+    directory = tmp_path_factory.mktemp("vega")
+    run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(directory), *VEGA_PACKAGES.values()],
+        directory, timeout=600)
+    return "".join(f'<script src="file://{directory}/node_modules/{name}/build/{name}.min.js"></script>'
+                   for name in VEGA_PACKAGES)
+
+
+# Last in the module: it adds an experiment to the main job's project.
+def test_metrics_diff_and_plots_diff_between_two_experiments(cpu_study, vega_scripts, tmp_path):
+    """A second experiment in the main job's clone (the 20-layer nets only: their trainings are cached, so
+    only the report runs again); `dvc metrics diff` and `dvc plots diff` compare the two, and the plots
+    render in headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    project, _ = cpu_study
+    first = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    assert len(first) == 1
+    output = run(["dvc", "exp", "run", "-S", "study.variants=[plain20,resnet20]", "-n", "twenty-layers"],
+                 project, timeout=1200).stdout
+    assert "Running stage 'train@" not in output
+    diff = json.loads(run(["dvc", "metrics", "diff", first[0], "twenty-layers", "--json"], project).stdout)
+    changes = diff["reports/metrics.json"]
+    assert changes["plain56"]["new"] is None and changes["plain20"].get("diff", 0) == 0
+    assert changes["C3"]["old"] != changes["C3"]["new"]  # plain-56 against ResNet-56, then at 20 layers
+    assert changes["C1"]["new"] is None  # one plain net: nothing to compare
+
+    template = tmp_path / "template.html"
+    template.write_text(PLOTS_TEMPLATE.format(scripts=vega_scripts))
+    run(["dvc", "plots", "diff", first[0], "twenty-layers", "--targets", "metrics/resnet20/seed0/errors.tsv",
+         "-o", str(tmp_path / "plots"), "--html-template", str(template)], project)
+    page = tmp_path / "plots" / "index.html"
+    assert first[0] in page.read_text() and "twenty-layers" in page.read_text()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=HEADLESS_CHROMIUM)
+        view = browser.new_page(viewport={"width": 1000, "height": 700})
+        errors = []
+        view.on("pageerror", lambda error: errors.append(str(error)))
+        view.goto(f"file://{page}")
+        view.wait_for_selector("canvas, svg.marks", timeout=60_000)  # vega-embed drew the chart
+        view.screenshot(path=str(tmp_path / "plots.png"))
+        browser.close()
+    assert not errors, errors
+    with Image.open(tmp_path / "plots.png") as image:
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 20  # axes, curves, legend: not blank
+    print(f"plots diff screenshot: {tmp_path / 'plots.png'}")

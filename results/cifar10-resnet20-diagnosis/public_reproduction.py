@@ -1,4 +1,4 @@
-"""The public PyTorch reproduction of PAPER.md ("Public reproductions": ResNet-20 8.27 %) on this archive.
+"""A widely used public PyTorch reproduction of the paper's CIFAR-10 nets (ResNet-20 8.27 %) on this archive.
 
 Two measurements that need none of this project's code, only a checkout of that reproduction
 (github.com/akamaster/pytorch_resnet_cifar10, its `resnet.py`, `trainer.py` and `pretrained_models/`):
