@@ -139,8 +139,8 @@ def test_an_unreachable_url_names_it_and_where_to_put_the_files_by_hand(publishe
         build("resnet20", weights="test")
     message = str(refused.value)
     assert message.startswith(f"{url}/{FOLDER}/model.json: cannot download it (")
-    assert f"results/{FOLDER}/ (model.json, model.safetensors, preprocess.safetensors) into {published.cache_dir} by hand" \
-        in message
+    files = "model.json, model.safetensors, preprocess.safetensors"
+    assert f"results/{FOLDER}/ ({files}) into {published.cache_dir} by hand" in message
     assert list(published.cache_dir.iterdir()) == []
     assert main(["predict", "--model", published.ref, "any.png"]) == 2
     assert f"{url}/{FOLDER}/model.json: cannot download it" in capsys.readouterr().err

@@ -43,9 +43,9 @@ DESCRIPTION = "model.json"
 TENSOR_FILES = {"model.safetensors": "weights_sha256", "preprocess.safetensors": "preprocess_sha256"}
 ALL_FILES = (DESCRIPTION, *TENSOR_FILES)
 
-_SOURCE_ROOT = Path(__file__).resolve().parents[3]
-# A source checkout (src layout) has results/ beside src/; an installed wheel has neither.
-CHECKOUT_RESULTS = _SOURCE_ROOT / "results" if Path(__file__).resolve().parents[2].name == "src" else None
+_HERE = Path(__file__).resolve()
+# A source checkout (src layout) has results/ beside src/; an installed package is not under a src/ folder.
+CHECKOUT_RESULTS = _HERE.parents[3] / "results" if _HERE.parents[2].name == "src" else None
 
 
 def base_url() -> str:
