@@ -8,8 +8,10 @@ eval.json, curve.tsv, errors.tsv and responses.json, first1000.json (the error o
 images, which tests/test_published.py checks the published weights against), errors.png (training and test error against
 iterations, as Figure 6 draws them) and README.md: the command, the commit, the machine, the wall time,
 images/s, the test error beside the paper's and the iterations at which it first fell below 10% and 9%.
-The folder is written under a temporary name and swapped in whole. The sha256 of each weights file is
-printed: `resnet_repro.models.weights` lists it beside the folder's path.
+The folder is written under a temporary name and swapped in whole. Printed: the sha256 of each weights
+file and the folder's entry for PUBLISHED in `src/resnet_repro/models/weights.py` (`--weights NAME`, by
+default the dataset's name, is what `build(VARIANT, weights=NAME)` will say): add that line there, and the
+net loads by name from a checkout and, once the folder is pushed, from an installed package.
 
 A run that went on over several sessions (resumed from its checkpoint, perhaps on other machines or in
 another precision, perhaps paused) gives its segments with --segments FILE: a tab-separated table with
@@ -47,6 +49,7 @@ from resnet_repro.report.paper import CIFAR10
 from resnet_repro.report.runs import read_run
 
 MODEL_FILES = ("model.safetensors", "preprocess.safetensors", "model.json")
+REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"
 METRICS_FILES = ("train.json", "eval.json", "curve.tsv", "errors.tsv", "responses.json")
 THRESHOLDS = (0.10, 0.09)
 CHECK_IMAGES = 1000
@@ -188,6 +191,24 @@ def readme(variant: str, seed: int, training: dict, evaluation: dict, steps: dic
     return "\n".join(lines)
 
 
+def weights_entry(model: str, name: str, folder: str, recipe: str, commit: str, directory: Path) -> str:
+    """The entry of `resnet_repro.models.weights.PUBLISHED` for the net published in `directory`: Python lines
+    to paste there as they are (indented as the entries are)."""
+    evaluation = json.loads((directory / "eval.json").read_text())
+    training = json.loads((directory / "train.json").read_text())
+    return (f'    Weights("{model}", "{name}", "{folder}", recipe="{recipe}", commit="{commit}",\n'
+            f'            test_top1_error={evaluation["test_top1_error"]!r}, parameters={training["parameters"]},\n'
+            f'            sha256="{file_sha256(directory / "model.json")}"),\n')
+
+
+def results_folder(out: Path) -> str:
+    """`out`'s path under the repository's results/ (which the weights' URLs follow), else its name."""
+    try:
+        return out.resolve().relative_to(REPOSITORY_RESULTS).as_posix()
+    except ValueError:
+        return out.name
+
+
 def read_note(path: Path) -> str:
     note = path.read_text()
     if not note.strip():
@@ -196,7 +217,8 @@ def read_note(path: Path) -> str:
 
 
 def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Path | None = None,
-            note_file: Path | None = None) -> dict[str, str]:
+            note_file: Path | None = None, weights_name: str | None = None) -> dict:
+    """Write the folder; returns the sha256 of its model files and its entry for models.weights.PUBLISHED."""
     layout = Layout(project)
     model_dir, metrics_dir = layout.model_dir(variant, seed), layout.metrics_dir(variant, seed)
     sources = [model_dir / name for name in MODEL_FILES] + [metrics_dir / name for name in METRICS_FILES]
@@ -227,7 +249,10 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
             (directory / "note.md").write_text(note)
         (directory / "README.md").write_text(readme(variant, seed, run.training, run.evaluation, steps, run_params,
                                                     tags, sha256, params.train.batch_size, segments, note))
-    return sha256
+        entry = weights_entry(models.spec(variant).name, weights_name or params.data.dataset, results_folder(out),
+                              params.study.name, tags["git_commit"][:12] if tags.get("git_commit") else "not recorded",
+                              directory)
+    return {"sha256": sha256, "weights_entry": entry}
 
 
 def main() -> int:
@@ -240,12 +265,16 @@ def main() -> int:
                         help="a run trained in several segments: their machines, precisions and times (see above)")
     parser.add_argument("--note", type=Path, metavar="FILE",
                         help="a Markdown paragraph for the README, after its first paragraph (see above)")
+    parser.add_argument("--weights", metavar="NAME",
+                        help="what build(VARIANT, weights=NAME) will call it (default: the dataset's name)")
     args = parser.parse_args()
     try:
-        sha256 = publish(args.project.resolve(), args.variant, args.seed, args.out, args.segments, args.note)
+        published = publish(args.project.resolve(), args.variant, args.seed, args.out, args.segments, args.note,
+                            args.weights)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"publish_result: error: {error}")
-    print(json.dumps({"out": str(args.out), "sha256": sha256}, indent=2))
+    print(json.dumps({"out": str(args.out), **published}, indent=2))
+    print(f"Add to PUBLISHED in src/resnet_repro/models/weights.py:\n{published['weights_entry']}", file=sys.stderr)
     return 0
 
 

@@ -1,11 +1,14 @@
 """Real servers for the tests, on 127.0.0.1 only: a free port, a bounded wait until they answer, and a
 stop that takes the whole process group down (the mlflow CLIs run uvicorn as a child)."""
 
+import functools
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +20,26 @@ import pytest
 
 # The console scripts (mlflow, and the uvicorn it starts) sit beside the interpreter running the tests.
 VENV_BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def static_files(directory: Path) -> Iterator[tuple[str, list[str]]]:
+    """Python's http.server serving `directory` in a thread while the block runs: its base URL, and the
+    paths requested so far (a list that grows)."""
+    requests: list[str] = []
+
+    class RecordingHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(RecordingHandler, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:

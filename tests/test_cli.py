@@ -37,3 +37,18 @@ def test_bench_options_left_out_keep_the_settings_defaults():
     assert (given.timed_steps, given.channels_last, given.warmup_steps) == (7, False, TrainBenchSettings().warmup_steps)
     assert _settings(BenchSettings, parser.parse_args(["bench", "loader"])) == BenchSettings()
     assert _settings(BenchSettings, parser.parse_args(["bench", "loader", "--batches", "3"])).timed_batches == 3
+
+
+def test_python_dash_m_runs_the_command_line_as_the_package_and_as_cli():
+    # `python -m resnet_repro.cli` once stopped with a NameError: its __main__ block sat above functions it calls.
+    def python_m(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, check=False)
+
+    for module in ("resnet_repro", "resnet_repro.cli"):
+        helped = python_m(module, "--help")
+        assert helped.returncode == 0, helped.stderr
+        assert helped.stdout.startswith("usage: resnet-repro") and "recipe" in helped.stdout
+        listed = python_m(module, "study", "list")
+        assert listed.returncode == 0 and "cifar-paper" in listed.stdout, listed.stderr
+    refused = python_m("resnet_repro", "no-such-command")
+    assert refused.returncode == 2 and "invalid choice: 'no-such-command'" in refused.stderr

@@ -250,6 +250,13 @@ def test_publish_result_writes_a_complete_results_folder(project, tmp_path):
     from resnet_repro.io import file_sha256
 
     assert json.loads(printed)["sha256"]["model.safetensors"] == file_sha256(out / "model.safetensors")
+    # The entry to paste into models/weights.py's PUBLISHED: valid Python, pinning the folder's model.json.
+    from resnet_repro.models import weights
+
+    entry = eval(json.loads(printed)["weights_entry"].strip().rstrip(","), vars(weights))
+    assert (entry.ref, entry.folder, entry.recipe) == ("resnet20:cifar10", "cifar10-resnet20", "cifar-paper")
+    assert entry.sha256 == file_sha256(out / "model.json") and re.fullmatch(r"[0-9a-f]{12}", entry.commit)
+    assert entry.test_top1_error == read_json(out / "eval.json")["test_top1_error"]
     evaluation = read_json(project / "metrics" / "resnet20" / "seed0" / "eval.json")
     readme = (out / "README.md").read_text()
     assert f"{100 * evaluation['test_top1_error']:.2f}%" in readme and "8.75%" in readme

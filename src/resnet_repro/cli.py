@@ -318,10 +318,6 @@ def _project_archive(params_path: Path, command: str) -> Path:
     return fetch_archive(params.data.archive, Layout(params_path.parent).raw_dir)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # --- study and recipe: the paper's studies and training recipes, written into params.yaml ----------
 
 def _add_study_commands(commands: argparse._SubParsersAction) -> None:
@@ -436,3 +432,8 @@ def _select_recipe(args: argparse.Namespace) -> int:
     print(f"{args.params}: wrote the {args.name} recipe into train ({len(changes)} keys); "
           f"`dvc params diff` shows what changed")
     return 0
+
+
+# Last, once every function it calls is defined: `python -m resnet_repro.cli` (`python -m resnet_repro` is __main__.py).
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,12 +1,28 @@
-"""Published weights: nets this project trained at full length and published with their results.
+"""Published weights: nets this project trained and published in results/, loaded by name as torchvision's are.
 
-`build("resnet20", weights="cifar10")` loads them, as torchvision's `weights=` does. Each entry pins
-the sha256 of its files, so a changed or damaged file is refused with its name. The files live in the
-repository's results folder (`results/cifar10-resnet20/`, with the run's README, metrics and curves);
-outside a checkout, copy that folder into $RESNET_REPRO_WEIGHTS or $TORCH_HOME/hub/checkpoints/resnet_repro.
+    build("resnet20", weights="cifar10")             # models.build: the trained tensors, sha256 checked
+    lookup("resnet20", "cifar10").meta               # recipe, commit, test error, parameters
+    artifacts.load_published("resnet20:cifar10")     # with the mean image and class names it was trained with
+
+Each entry of PUBLISHED names a results folder (`results/<folder>/`, written by scripts/publish_result.py,
+which prints the entry's line) and pins the sha256 of its model.json, which records the sha256 of the two
+tensor files (artifacts.py writes it so): one hash pins all three files. The files are taken from
+
+1. the source checkout's own `results/<folder>/`, when this module runs from one (works offline);
+2. else torch.hub's download cache, `$TORCH_HOME/hub/checkpoints/resnet_repro/<folder>-<sha256[:8]>/` (the
+   hash prefix in the name, as torchvision's file names have, keeps a republished folder apart);
+3. else they are downloaded there (torch.hub.download_url_to_file) from `<base URL>/<folder>/<file>`: the
+   repository's raw files, or a copy of results/ served elsewhere, given by $RESNET_REPRO_WEIGHTS_URL.
+
+Every file is checked each time it is used, wherever it came from, and a download is checked before it
+is kept. A file whose sha256 differs is refused with its path; nothing is downloaded over it.
 """
 
+import http.client
+import json
 import os
+import sys
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,81 +31,130 @@ from safetensors.torch import load_file
 
 from resnet_repro.io import file_sha256
 
-REPOSITORY_RESULTS = Path(__file__).resolve().parents[3] / "results"
+# The repository's raw files. It is not public yet: until it is, this answers 404, and the files come from
+# a checkout, the cache (put there by hand) or a mirror given by $RESNET_REPRO_WEIGHTS_URL.
+BASE_URL = "https://raw.githubusercontent.com/OWNER/resnet-repro/main/results"
+# Read here rather than in config.py: config.py sits above models/ in the layers (it builds nets to check
+# study.variants), so this module cannot import it; layout.py's RESNET_REPRO_CHECKPOINTS is the same case.
+BASE_URL_ENV = "RESNET_REPRO_WEIGHTS_URL"
+
+# The trained-model directory of artifacts.py: model.json records the sha256 of the tensor files under these keys.
+DESCRIPTION = "model.json"
+TENSOR_FILES = {"model.safetensors": "weights_sha256", "preprocess.safetensors": "preprocess_sha256"}
+ALL_FILES = (DESCRIPTION, *TENSOR_FILES)
+
+_HERE = Path(__file__).resolve()
+# A source checkout (src layout) has results/ beside src/; an installed package is not under a src/ folder.
+CHECKOUT_RESULTS = _HERE.parents[3] / "results" if _HERE.parents[2].name == "src" else None
+
+
+def base_url() -> str:
+    return os.environ.get(BASE_URL_ENV, "").rstrip("/") or BASE_URL
 
 
 @dataclass(frozen=True)
-class PublishedWeights:
+class Weights:
+    """One published net: what `build(model, weights=name)` loads, and where its files are."""
+
     model: str  # the canonical model name they load into
     name: str  # what `weights=` says, e.g. "cifar10"
-    folder: str  # the results folder's name
-    sha256: dict[str, str]  # file name -> sha256
-    test_top1_error: float  # eval.json's, a fraction of the full test set
-    description: str
+    folder: str  # its folder under results/ (and under the base URL)
+    recipe: str  # the study it was trained in: `resnet-repro study select RECIPE` writes its params
+    commit: str  # the commit that trained it
+    test_top1_error: float  # eval.json's, on the whole test set
+    parameters: int
+    sha256: str  # of model.json, which holds the sha256 of the two tensor files
 
     @property
     def ref(self) -> str:
         """How `resnet-repro predict --model` names them: MODEL:WEIGHTS."""
         return f"{self.model}:{self.name}"
 
+    @property
+    def url(self) -> str:
+        """Where the weights file is downloaded from (model.json and preprocess.safetensors sit beside it)."""
+        return self._url("model.safetensors")
 
-PUBLISHED: dict[str, PublishedWeights] = {}
+    @property
+    def meta(self) -> dict:
+        return {"recipe": self.recipe, "commit": self.commit, "test_top1_error": self.test_top1_error,
+                "parameters": self.parameters, "readme": self._url("README.md")}
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(torch.hub.get_dir()) / "checkpoints" / "resnet_repro" / f"{self.folder}-{self.sha256[:8]}"
+
+    def files(self, progress: bool = True) -> Path:
+        """The directory holding model.json and the two tensor files, each checked against its sha256:
+        the checkout's results folder, else the cache, downloading there what it lacks."""
+        checkout = CHECKOUT_RESULTS / self.folder if CHECKOUT_RESULTS else None
+        from_checkout = checkout is not None and checkout.is_dir()
+        directory = checkout if from_checkout else self.cache_dir
+        description = self._checked(directory / DESCRIPTION, self.sha256, f"the published {self.ref}",
+                                    not from_checkout, progress)
+        recorded = json.loads(description.read_text())
+        for file_name, key in TENSOR_FILES.items():
+            self._checked(directory / file_name, recorded[key], str(description), not from_checkout, progress)
+        return directory
+
+    def get_state_dict(self, progress: bool = True) -> dict[str, torch.Tensor]:
+        return load_file(str(self.files(progress) / "model.safetensors"))
+
+    def _url(self, file_name: str) -> str:
+        return f"{base_url()}/{self.folder}/{file_name}"
+
+    def _checked(self, path: Path, expected: str, expected_by: str, in_cache: bool, progress: bool) -> Path:
+        """`path`, downloaded first if it is a cached file not there yet; ValueError if its sha256 differs."""
+        if not path.is_file():
+            if not in_cache:
+                raise FileNotFoundError(f"{path}: missing; {self.ref} needs it")
+            self._download(path, expected, expected_by, progress)
+        actual = file_sha256(path)
+        if actual != expected:
+            remedy = "; delete it to download it again" if in_cache else ""
+            raise ValueError(f"{path}: sha256 is {actual}, but {expected_by} expects {expected}; the file was "
+                             f"changed or damaged{remedy}")
+        return path
+
+    def _download(self, path: Path, expected: str, expected_by: str, progress: bool) -> None:
+        url = self._url(path.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f'Downloading: "{url}" to {path}', file=sys.stderr)  # as torch.hub's own downloads say
+        try:
+            # Written under a temporary name, renamed once whole and checked: no partial file is ever kept.
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=expected, progress=progress)
+        except RuntimeError as error:  # torch.hub's "invalid hash value (expected ..., got ...)"
+            raise ValueError(f"{url}: {error}, as {expected_by} expects; the file was not kept. Does "
+                             f"{base_url()} serve this version's results/?") from None
+        except (OSError, http.client.HTTPException) as error:  # urllib's URLError and HTTPError are OSErrors
+            reason = (f"HTTP {error.code} {error.reason}" if isinstance(error, urllib.error.HTTPError)
+                      else getattr(error, "reason", None) or error)
+            raise ConnectionError(f"{url}: cannot download it ({reason}). Put the files of the repository's "
+                                  f"results/{self.folder}/ ({', '.join(ALL_FILES)}) into {path.parent} by hand, "
+                                  f"or set {BASE_URL_ENV} to a server of a copy of results/") from None
 
 
-def _register(weights: PublishedWeights) -> None:
-    PUBLISHED[weights.ref] = weights
+def _index(*entries: Weights) -> dict[str, Weights]:
+    index: dict[str, Weights] = {}
+    for entry in entries:
+        if entry.ref in index:
+            raise ValueError(f"published weights {entry.ref} are listed twice")
+        index[entry.ref] = entry
+    return index
 
 
-def lookup(model: str, name: str) -> PublishedWeights:
+# One entry per published net: the line that scripts/publish_result.py prints for its folder.
+PUBLISHED: dict[str, Weights] = _index(
+    Weights("resnet20", "cifar10", "cifar10-resnet20", recipe="cifar-paper", commit="b9ab15f57cb0",
+            test_top1_error=0.123, parameters=269722,
+            sha256="dbbe54b0e2c6d30e300eca629c9f5a7e0f4e1e8be87c3e00383e9545c24dce9e"),
+)
+
+
+def lookup(model: str, name: str) -> Weights:
     """The published weights `name` of `model`; LookupError listing those that exist."""
     found = PUBLISHED.get(f"{model}:{name}")
     if found is None:
         known = ", ".join(sorted(PUBLISHED)) or "none"
         raise LookupError(f"no published weights {name!r} for {model}; published (MODEL:WEIGHTS): {known}")
     return found
-
-
-def _search_path() -> list[Path]:
-    places = [REPOSITORY_RESULTS]
-    if os.environ.get("RESNET_REPRO_WEIGHTS"):
-        places.insert(0, Path(os.environ["RESNET_REPRO_WEIGHTS"]))
-    places.append(Path(torch.hub.get_dir()) / "checkpoints" / "resnet_repro")
-    return places
-
-
-def folder(weights: PublishedWeights) -> Path:
-    """The results folder holding `weights`, with every pinned file's sha256 checked."""
-    places = [place / weights.folder for place in _search_path()]
-    directory = next((place for place in places if place.is_dir()), None)
-    if directory is None:
-        raise FileNotFoundError(f"the files of {weights.ref} ({weights.folder}/) are in none of: "
-                                f"{', '.join(map(str, places))}")
-    for file_name, expected in weights.sha256.items():
-        path = directory / file_name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; {weights.ref} needs it")
-        actual = file_sha256(path)
-        if actual != expected:
-            raise ValueError(f"{path}: sha256 is {actual}, but the published {weights.ref} is {expected}; "
-                             f"the file was changed or damaged")
-    return directory
-
-
-def load_state_dict(weights: PublishedWeights) -> dict[str, torch.Tensor]:
-    return load_file(str(folder(weights) / "model.safetensors"))
-
-
-_register(PublishedWeights(
-    model="resnet20",
-    name="cifar10",
-    folder="cifar10-resnet20",
-    sha256={
-        "model.safetensors": "602087a1c6ded4a1845efe3a099e128e8ad6631725fa289fe8e1bb8d408d491e",
-        "preprocess.safetensors": "0b25acdcd13c58ca2ef45c5dc9c646a806396f1b57a88c9452bde51207245d17",
-        "model.json": "dbbe54b0e2c6d30e300eca629c9f5a7e0f4e1e8be87c3e00383e9545c24dce9e",
-    },
-    test_top1_error=0.123,
-    description="ResNet-20 (option A shortcuts), seed 0, the CIFAR recipe of Section 4.2 at full length (64k "
-                "iterations) on this project's JPEG-rebuilt CIFAR-10; 12.30% test error against the paper's "
-                "8.75% (Table 6)",
-))

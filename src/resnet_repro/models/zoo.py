@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from resnet_repro.models.resnet import Dataset, Family, ModelSpec, ResNet
-from resnet_repro.models.weights import load_state_dict, lookup
+from resnet_repro.models.weights import lookup
 
 IMAGENET_STAGES = {
     18: ("basic", (2, 2, 2, 2)),
@@ -111,12 +111,12 @@ def spec(name: str, **options: Any) -> ModelSpec:
 def build(name: str, num_classes: int | None = None, weights: str | None = None, **options: Any) -> ResNet:
     """The net `name` (see `spec`), with `num_classes` outputs if given: freshly initialised, or with
     the published `weights` ("cifar10" for `resnet20`; `models.weights.PUBLISHED` lists them all),
-    their sha256 checked first."""
+    their sha256 checked first (downloaded into torch.hub's cache outside a checkout: `models.weights`)."""
     if num_classes is not None:
         options["num_classes"] = num_classes
     net = ResNet(spec(name, **options))
     if weights is not None:
-        net.load_state_dict(load_state_dict(lookup(net.spec.name, weights)))
+        net.load_state_dict(lookup(net.spec.name, weights).get_state_dict())
     return net
 
 
