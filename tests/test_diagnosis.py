@@ -26,6 +26,9 @@ def test_score_checkpoint_scores_the_kept_checkpoint_as_its_readme_says(cifar10_
     scored = run("score_checkpoint.py", "checkpoint-30693.pt", cifar10_archive)
     assert scored.returncode == 0, scored.stderr
     error = float(re.search(r"iteration 30693, .*: test error ([\d.]+)", scored.stdout).group(1))
+    # A regression value, not an independent reference: 17.54 % is what score_checkpoint.py printed for this
+    # checkpoint when the README's table was written (commit f5452c8). The test holds the script to the
+    # README; the referee's own scoring of the same weights is what the README compares it with.
     assert "17.54 % at 30,693" in (DIAGNOSIS / "README.md").read_text()
     assert error == pytest.approx(0.1754, abs=0.001)
 

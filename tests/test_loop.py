@@ -25,9 +25,9 @@ CPU = torch.device("cpu")
 class FixedBatches:
     """A data.loading.Loader whose epoch e is a fixed function of e."""
 
-    def __init__(self, num_batches: int = 4, batch_size: int = 8):
+    def __init__(self, num_batches: int = 4, batch_size: int = 8, image_size: int = 32):
         generator = torch.Generator().manual_seed(0)
-        self.batches = [(torch.randn(batch_size, 3, 32, 32, generator=generator),
+        self.batches = [(torch.randn(batch_size, 3, image_size, image_size, generator=generator),
                          torch.randint(0, 10, (batch_size,), generator=generator)) for _ in range(num_batches)]
         self.epoch = self.first_batch = 0
 

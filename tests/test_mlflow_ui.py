@@ -24,8 +24,10 @@ ITERATIONS = 100
 # Two depths in both families: the degradation problem in small (the deeper plain net is worse).
 TEST_ERRORS = {"plain20": 0.0905, "plain32": 0.1012, "resnet20": 0.0875, "resnet32": 0.0751}
 
-pytestmark = [pytest.mark.pipeline,  # a server and a browser: not the quick tier
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh installs it)")]
+pytestmark = pytest.mark.pipeline  # a server and a browser: not the quick tier
+# The tests that drive the browser; the others need none.
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
+                                    reason="needs Debian's chromium (scripts/setup.sh installs it)")
 
 
 def train(database: Path, study: str, variant: str) -> str:
@@ -66,6 +68,7 @@ def check_ui(database: Path, study: str, screenshot: Path) -> tuple[subprocess.C
     return result, json.loads(lines[-1]) if lines else {}
 
 
+@needs_chromium
 def test_compare_view_plots_test_error_against_depth_for_every_run(study_store, tmp_path):
     screenshot = tmp_path / "mlflow-compare.png"
     result, report = check_ui(study_store, "ui-study", screenshot)
@@ -77,6 +80,7 @@ def test_compare_view_plots_test_error_against_depth_for_every_run(study_store, 
     print(f"\nMLflow compare view screenshot: {screenshot}")
 
 
+@needs_chromium
 def test_a_run_without_a_test_error_is_named_as_not_plotted(study_store, tmp_path):
     result, report = check_ui(study_store, "ui-study-unevaluated", tmp_path / "mlflow-compare.png")
     assert result.returncode == 1, result.stdout + result.stderr

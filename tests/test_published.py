@@ -39,11 +39,16 @@ def independent_test_error(archive: Path, count: int | None = None) -> float:
 
 
 def test_published_resnet20_scores_its_published_error_on_the_first_1000_test_images(cifar10_archive):
+    # first1000.json is the package's own evaluation (scripts/publish_result.py wrote it at publication),
+    # here checked by the independent code above, within one image of the 1,000.
     published = json.loads((RESULTS / "first1000.json").read_text())["test_top1_error"]
     assert independent_test_error(cifar10_archive, 1000) == pytest.approx(published, abs=0.0011)
 
 
 def test_registry_entry_states_the_published_eval_json_error():
+    # A copied value: the registry entry in models/weights.py states, written in by hand at publication, the
+    # error that the evaluate stage wrote to eval.json; this keeps the two from drifting apart. Whether
+    # eval.json itself is right is the test below (slow).
     published = json.loads((RESULTS / "eval.json").read_text())["test_top1_error"]
     assert weights.lookup("resnet20", "cifar10").test_top1_error == published
 

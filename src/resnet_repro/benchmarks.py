@@ -130,8 +130,8 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
     pipeline = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                    transforms.ToTensor(), transforms.Normalize(channel_mean, channel_std)])
     torchvision_loader = DataLoader(PilArrays(images, labels, pipeline), batch_size=settings.batch_size, shuffle=True,
-                                    drop_last=True, num_workers=settings.workers, persistent_workers=True,
-                                    pin_memory=device.type == "cuda",
+                                    drop_last=True, num_workers=settings.workers,
+                                    persistent_workers=settings.workers > 0, pin_memory=device.type == "cuda",
                                     # Forking this process, which now runs FFCV's and numba's threads, makes the
                                     # C runtime print warnings on stdout (where the JSON goes).
                                     multiprocessing_context="spawn" if settings.workers else None)
@@ -154,14 +154,17 @@ def compare_precisions(archive: Path, params: Params, *, model_name: str = "resn
     them; no warm-up), so that both end with a settled, not a still-jumping, test error."""
     from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 
+    # The recipe's milestones, at the same fractions of the shortened run.
+    milestones = [milestone * iterations // params.train.iterations for milestone in params.train.milestones]
+    if milestones != sorted(set(milestones)) or (milestones and milestones[0] < 1):
+        raise ValueError(f"iterations = {iterations}: too few for the recipe's lr steps, whose milestones "
+                         f"{params.train.milestones} of {params.train.iterations} iterations shrink to {milestones}")
     device = resolve_device("auto")
     configure_determinism(False, cudnn_benchmark=True)
     arrays = cifar10.load_archive(cifar10.fetch_archive(str(archive), Path(tempfile.gettempdir())))
     stats = image_stats(arrays.train_images)
     mean_image = mean_image_tensor(stats).to(device)
     augmentation = augmentation_for("cifar10", params.augment, stats)
-    # The recipe's milestones, at the same fractions of the shortened run.
-    milestones = [milestone * iterations // params.train.iterations for milestone in params.train.milestones]
     results = {}
     for precision in precisions:
         train = _shortened(params.train, iterations=iterations, log_every=50, batch_size=batch_size, schedule="steps",

@@ -34,10 +34,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); Linux only, else False."""
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX), as Linux's `cpuinfo` lists them;
+    False where there is no such file."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        flags = Path(cpuinfo).read_text().split()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags

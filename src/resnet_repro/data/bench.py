@@ -159,7 +159,7 @@ def _bench_all(write_ffcv, torch_dataset: Dataset, torchvision_dataset: Dataset,
     portable = images_per_second(TorchLoader(torch_dataset, **common), settings)
     torchvision = images_per_second(DataLoaderBatches(
         DataLoader(torchvision_dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True,
-                   num_workers=settings.workers, persistent_workers=True)), settings)
+                   num_workers=settings.workers, persistent_workers=settings.workers > 0)), settings)
     return {"ffcv_img_per_s": ffcv, "torch_img_per_s": portable, "torchvision_img_per_s": torchvision,
             "ffcv_over_torchvision": ffcv / torchvision, "batch_size": settings.batch_size,
             "workers": settings.workers, "timed_batches": settings.timed_batches}
