@@ -117,8 +117,8 @@ def evaluated_variants(workspace: Path) -> list[str]:
     return variants
 
 
-# Slow: the main job twice (about 7 minutes for two nets at this scale on a shared 2-core machine, then
-# about 1 restored from the cache), so it runs in the scheduled slow tier, not in the README's test command.
+# Slow: the main job twice, 22 minutes on the shared 2-core machine (load average 13 to 19), so it runs in
+# the scheduled slow tier, not in the README's test command.
 @pytest.mark.pipeline
 @pytest.mark.slow
 def test_push_workflow_runs_its_steps_in_a_fresh_clone_twice_the_second_from_the_cache(tmp_path, cifar10_archive):
@@ -171,7 +171,7 @@ def test_push_workflow_runs_its_steps_in_a_fresh_clone_twice_the_second_from_the
     assert metrics["test_top1_error"][:3] == [f"metrics/{variants[0]}/seed0/eval.json", "test_top1_error", "0.125"]
 
 
-def test_ids(collect_only_output: str) -> set[str]:
+def collected_test_ids(collect_only_output: str) -> set[str]:
     return {line for line in collect_only_output.splitlines() if "::" in line}
 
 
@@ -191,5 +191,5 @@ def test_scheduled_workflow_runs_the_slow_tier(tmp_path, cifar10_archive):
     assert re.search(r"^(\d+)/\d+ tests collected \(\d+ deselected\)", collected, re.MULTILINE), collected
     slow_tier = run([str(VENV_BIN / "python"), "-m", "pytest", "-m", "slow", "--collect-only", "-q",
                      "-p", "no:cacheprovider"], runner.workspace, timeout=600).stdout
-    assert test_ids(slow_tier) and test_ids(collected) == test_ids(slow_tier)
+    assert collected_test_ids(slow_tier) and collected_test_ids(collected) == collected_test_ids(slow_tier)
     assert (runner.artifacts / "slow-tier-results" / "test-results" / "slow-tier.xml").is_file()
