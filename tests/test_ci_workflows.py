@@ -117,8 +117,8 @@ def evaluated_variants(workspace: Path) -> list[str]:
     return variants
 
 
-# Slow: the main job twice, 22 minutes on the shared 2-core machine (load average 13 to 19), so it runs in
-# the scheduled slow tier, not in the README's test command.
+# Slow: the main job twice, 18 to 22 minutes on the shared 2-core machine (load average 9 to 19), so it runs
+# in the scheduled slow tier, not in the README's test command.
 @pytest.mark.pipeline
 @pytest.mark.slow
 def test_push_workflow_runs_its_steps_in_a_fresh_clone_twice_the_second_from_the_cache(tmp_path, cifar10_archive):

@@ -97,7 +97,10 @@ class Runner:
         workflow sets (each must be one it sets); `additions` are variables the workflow does not set."""
         workflow = load_workflow(workflow_name)
         job = workflow["jobs"][job_name]
-        assert not {"services", "strategy", "if"} & job.keys(), f"the stand-in runs no {set(job)}"
+        unsupported = {"services", "strategy", "if"} & job.keys()
+        assert not unsupported, f"the stand-in runner does not do a job's {sorted(unsupported)}"
+        missing = set(substitutes) - {step.get("id") for step in job["steps"]}
+        assert not missing, f"{workflow_name} has no step with the id {sorted(missing)} to replace"
         for directory in (self.root / "work", self.home, self.temp, self.artifacts):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
@@ -117,18 +120,21 @@ class Runner:
             **{name: evaluate(value, contexts) for name, value in workflow.get("env", {}).items()},
             **{name: evaluate(value, contexts) for name, value in job.get("env", {}).items()},
         }
-        not_set = set(overrides) - set(workflow.get("env", {})) - set(job.get("env", {}))
+        set_by_workflow = {*workflow.get("env", {}), *job.get("env", {}),
+                           *(name for step in job["steps"] for name in step.get("env", {}))}
+        not_set = set(overrides) - set_by_workflow
         assert not not_set, f"{workflow_name} sets no {sorted(not_set)} to override"
-        already_set = set(additions) & set(variables)
+        already_set = set(additions) & (set(variables) | set_by_workflow)
         assert not already_set, f"{sorted(already_set)} are set already: override them instead"
-        variables |= {**overrides, **additions}
-        default_shell = job.get("defaults", workflow.get("defaults", {})).get("run", {}).get("shell")
+        variables |= additions
+        default_shell = (job.get("defaults", {}).get("run", {}).get("shell")
+                         or workflow.get("defaults", {}).get("run", {}).get("shell"))
 
         ran, logs, caches = [], {}, []
         for step in job["steps"]:
             name = step.get("name") or step.get("uses") or step["run"].splitlines()[0]
             step_env = {key: evaluate(value, contexts) for key, value in step.get("env", {}).items()}
-            step_variables = {**variables, **step_env}
+            step_variables = {**variables, **step_env, **overrides}
             for file in COMMAND_FILES:
                 Path(variables[file]).write_text("")
             if step.get("id") in substitutes:
