@@ -44,6 +44,7 @@ COVERED_ELSEWHERE = {
     r"^pip install \"dvc\[": "installs a cloud SDK into the venv; the remote commands themselves run here",
     r"^dvc artifacts get ": "needs a git server with GTO tags",
     r"^resnet-repro study run": "tests/test_dispatch.py runs it on a local Ray (its faults, marked slow)",
+    r"^python scripts/publish_result\.py ": "tests/test_pipeline.py::test_publish_result_writes_a_complete_results_folder",
 }
 # Configuration only (no bucket is reached): run as written in a fresh clone.
 REMOTE = r"^dvc remote (add|modify) "
@@ -56,7 +57,8 @@ SCRIPTS = {
 # outputs of stages that have not run yet, DVC issue 9818, which every stage of a fresh clone is).
 DRY = r"^dvc (repro|exp run)\b"
 # Run as written in the project the main job left behind.
-AS_WRITTEN = r"^(dvc (metrics show|metrics diff|plots show|exp show|params diff)|resnet-repro (?!study run))"
+AS_WRITTEN = (r"^(dvc (metrics show|metrics diff|plots show|exp show|params diff)|resnet-repro (?!study run)"
+              r"|python -m resnet_repro )")
 
 
 def readme_blocks(language: str) -> list[str]:
@@ -89,7 +91,7 @@ def test_every_readme_command_is_run_or_covered():
 
 
 # Inline mentions of the command line in README.md's prose that are not whole commands.
-PROSE_MENTIONS = {"resnet-repro pull"}
+PROSE_MENTIONS = {"resnet-repro pull", "resnet-repro predict", "resnet-repro ..."}
 # What a placeholder of an inline command stands for when it is parsed.
 PLACEHOLDERS = {"PATH": "cifar-10-python.tar.gz", "DIR": "photos", "NAME": "cifar-depth"}
 
@@ -268,6 +270,8 @@ def hydra_value(value) -> str:
     """A params.yaml value as `dvc exp run -S` takes it (Hydra's override grammar)."""
     if isinstance(value, list):
         return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
     if isinstance(value, str):
         return f"'{value}'"  # quoted: an URL's characters are operators of the grammar
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
