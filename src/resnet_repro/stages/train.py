@@ -25,7 +25,7 @@ from resnet_repro.io import write_json, write_tsv
 from resnet_repro.layout import Layout
 from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.train.distributed import Processes
-from resnet_repro.train.loop import FitResult, Hooks, fit
+from resnet_repro.train.loop import FitResult, Hooks, TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
 from resnet_repro.train.state import TrainingState, fingerprint, resume_or_start, seed_everything
@@ -69,8 +69,8 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
             run.flush()  # the metrics up to this iteration reach the store before the checkpoint that covers them
             state.save(checkpoint_path)
 
-        result = fit(model, optimizer_for(model, train), PaperSchedule(train, models.spec(variant).depth), loader,
-                     train, device, state=state, processes=processes,
+        step = TrainingStep(model, optimizer_for(model, train), train, device, processes)
+        result = fit(step, PaperSchedule(train, models.spec(variant).depth), loader, train, state=state,
                      hooks=Hooks(on_log=run.log_metrics, on_evaluate=evaluate, on_checkpoint=save_checkpoint))
         if not processes.is_main:
             return None
