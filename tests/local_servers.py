@@ -1,9 +1,10 @@
-"""Real servers for the tests, on 127.0.0.1 only: a free port, a bounded wait until they answer, and a
-stop that takes the whole process group down (the mlflow CLIs run uvicorn as a child)."""
+"""Real servers for the tests, on 127.0.0.1 only: a bounded wait until they answer, and a stop that takes
+the whole process group down (the mlflow CLIs run uvicorn as a child). A tracking server (`mlflow
+server`) is resnet_repro.tracking.server's, as the study runner starts it; `running` serves the rest
+(`mlflow models serve`)."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from resnet_repro.tracking.server import free_port
+
 # The console scripts (mlflow, and the uvicorn it starts) sit beside the interpreter running the tests.
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def mlflow_env(**extra: str) -> dict[str, str]:
