@@ -22,17 +22,13 @@ from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.device import autocast_dtype, configure_determinism, resolve_device
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.io import write_json, write_tsv
-from resnet_repro.layout import Layout
+from resnet_repro.layout import ERROR_CURVE, META, STATS, STEP_CURVE, TRAIN_SUMMARY, Layout
 from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.train.distributed import Processes
 from resnet_repro.train.loop import FitResult, Hooks, TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
-from resnet_repro.train.state import TrainingState, fingerprint, resume_or_start, seed_everything
-
-STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
-ERROR_COLUMNS = ["step", "train_error", "test_error"]
-
+from resnet_repro.train.state import Curves, TrainingState, fingerprint, resume_or_start, seed_everything
 
 def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict | None:
     """Train one net; the summary that train.json holds, or None on ranks other than 0."""
@@ -49,8 +45,8 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
                    device: torch.device) -> dict | None:
     train = params.train
     configure_determinism(train.deterministic, train.cudnn_benchmark)
-    stats = load_stats(layout.prepared_dir / "stats.json")
-    class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
+    stats = load_stats(layout.prepared_dir / STATS)
+    class_names = json.loads((layout.prepared_dir / META).read_text())["class_names"]
     mean_image = mean_image_tensor(stats, size=augmentation_from(params, layout).crop_size).to(device)
     model = build_net(variant, len(class_names), seed, train, device)
     loader = training_loader(params, layout, mean_image, device, seed, processes)
@@ -174,8 +170,8 @@ def write_metrics(layout: Layout, variant: str, seed: int, result: FitResult, mo
                   train: TrainParams, run_id: str) -> dict:
     """The curves (DVC plots) and train.json, whose summary is returned."""
     metrics_dir = layout.metrics_dir(variant, seed)
-    write_tsv(metrics_dir / "curve.tsv", result.curves.steps, STEP_COLUMNS)
-    write_tsv(metrics_dir / "errors.tsv", result.curves.errors, ERROR_COLUMNS)
+    write_tsv(metrics_dir / STEP_CURVE, result.curves.steps, Curves.STEP_COLUMNS)
+    write_tsv(metrics_dir / ERROR_CURVE, result.curves.errors, Curves.ERROR_COLUMNS)
     summary = {
         "variant": variant, "seed": seed, "iterations": train.iterations,
         "final_loss": result.final_loss, "final_train_error": result.final_train_error,
@@ -183,5 +179,5 @@ def write_metrics(layout: Layout, variant: str, seed: int, result: FitResult, mo
         "images_per_second": result.images_per_second,
         "parameters": sum(p.numel() for p in model.parameters()), "mlflow_run_id": run_id,
     }
-    write_json(metrics_dir / "train.json", summary)
+    write_json(metrics_dir / TRAIN_SUMMARY, summary)
     return summary
