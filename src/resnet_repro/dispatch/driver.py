@@ -56,8 +56,8 @@ def run_study(root: Path, address: str | None = None, workspaces: Path | None = 
     """Train the study's out-of-date nets on Ray (`address`, else RAY_ADDRESS, else a local Ray), then
     finish the pipeline here with `dvc repro`."""
     root = Path(root).resolve()
-    params = load_params(root / "params.yaml")
     commit = require_clean_tree(root)
+    params = load_params(root / "params.yaml")
     nets = out_of_date_nets(root, params)
     echo(f"study run: {len(nets)} net(s) to train at commit {commit[:12]}: "
          f"{', '.join(net.stage for net in nets) or 'none'}")
@@ -138,10 +138,11 @@ def _collect(reference: ray.ObjectRef, outcome: NetOutcome, echo: Echo) -> None:
     """The result of a task that has ended: what it trained, or why it failed."""
     try:
         trained: Trained = ray.get(reference)
-    except ray.exceptions.RayTaskError as error:  # the task's own error
-        outcome.error = str(error.cause)
-    except ray.exceptions.RayError as error:  # Ray's, e.g. a worker that died once more than max_retries allows
-        outcome.error = str(error).strip().splitlines()[-1]
+    except ray.exceptions.RayError as error:
+        # The task's own error (a failed stage says which, and its error line), or Ray's, e.g. a worker
+        # that died more often than max_retries allows: its last line, on the one line of the report.
+        cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
+        outcome.error = str(cause).strip().splitlines()[-1]
     else:
         outcome.trained = trained
         how = (" (restored from the run-cache)" if trained.restored else
