@@ -164,3 +164,29 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint():
         fit(*make_run(train), FixedBatches(), train,
             hooks=Hooks(on_log=on_log, on_checkpoint=lambda state: checkpoints.append(state.iteration)))
     assert checkpoints == []
+
+
+class WorkersKilledBySigterm(FixedBatches):
+    """A loader whose worker processes get a cluster's SIGTERM as the training does: its batch number
+    `dies_at` fails, after the signal has reached the training."""
+
+    def __init__(self, dies_at: int):
+        super().__init__()
+        self.dies_at = dies_at
+
+    def __iter__(self):
+        for index, batch in enumerate(super().__iter__()):
+            if index == self.dies_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise RuntimeError("DataLoader worker (pid 1234) is killed by signal: Terminated")
+            yield batch
+
+
+@pytest.mark.parametrize("dies_at", [0, 2])
+def test_a_loader_failing_after_sigterm_still_leaves_the_checkpoint_of_the_last_step(dies_at):
+    checkpoints = []
+    train = train_params(10, checkpoint_every=100)
+    with pytest.raises(TrainingInterrupted, match=rf"^stopped by SIGTERM at iteration {dies_at} of 10; "):
+        fit(*make_run(train), WorkersKilledBySigterm(dies_at), train,
+            hooks=Hooks(on_checkpoint=lambda state: checkpoints.append((state.iteration, state.complete))))
+    assert checkpoints == [(dies_at, False)]

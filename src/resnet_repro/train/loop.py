@@ -128,7 +128,7 @@ def fit(step: TrainingStep, schedule: PaperSchedule, loader: Loader, train: Trai
     processes = step.processes
     # Rank 0 saved its own window: the others start theirs empty, so the sums over processes stay exact.
     window = _Window(step.device, state.window if processes.is_main else None)
-    last_checkpoint = time.monotonic()
+    lr, last_checkpoint = math.nan, time.monotonic()  # lr: the last step's, which error messages name
     step.model.train()
     with _stop_requests() as stop, _progress_bar(train, state, processes) as progress:
         for images, labels in _batches(loader, state.iteration, stop, processes):
