@@ -65,7 +65,7 @@ def run_study(root: Path, address: str | None = None, workspaces: Path | None = 
     if nets:
         ray.init(address=address, include_dashboard=None, log_to_driver=False)
         try:
-            request = task_resources(params, ray.cluster_resources(), len(nets))
+            request = task_resources(params, ray.nodes(), len(nets))
             require_a_node_for(request, ray.nodes())
             with shared_tracking_store(root, params, local_cluster=_is_local(ray.nodes())) as tracking_uri:
                 tools = {**os.environ, **QUIET_TOOLS}

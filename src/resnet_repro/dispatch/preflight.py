@@ -56,23 +56,27 @@ def require_a_shareable_store(tracking_uri: str, local_cluster: bool) -> None:
                             "and set MLFLOW_TRACKING_URI=http://HOST:PORT")
 
 
-def task_resources(params: Params, cluster: dict[str, float], nets: int) -> dict[str, int]:
-    """What each net's task asks Ray for. With GPUs: train.nproc of them, and a CPU for each training
-    process and each of its loader's workers. Without: an even share of the cluster's CPUs, which the
-    training's compute threads and its loader's workers share."""
-    if cluster.get("GPU", 0) > 0:
+def task_resources(params: Params, nodes: list[dict], nets: int) -> dict[str, int]:
+    """What each net's task asks Ray for, given the cluster's `nodes` (ray.nodes()). With GPUs:
+    train.nproc of them, and a CPU for each training process and each of its loader's workers. Without:
+    an even share of the cluster's CPUs (no more than a node has), which the training's compute threads
+    and its loader's workers share."""
+    resources = [node["Resources"] for node in nodes if node["Alive"]]
+    if any(node.get("GPU", 0) > 0 for node in resources):
         return {"num_gpus": params.train.nproc, "num_cpus": params.train.nproc * (1 + params.loader.num_workers)}
-    return {"num_cpus": max(1, int(cluster.get("CPU", 1)) // nets)}
+    share = int(sum(node.get("CPU", 0) for node in resources)) // nets
+    return {"num_cpus": max(1, min(share, int(max((node.get("CPU", 0) for node in resources), default=1))))}
 
 
 def require_a_node_for(request: dict[str, int], nodes: list[dict]) -> None:
-    """Ray waits for ever for a task no node can hold: refuse it now, saying what it needs."""
+    """Ray waits for ever for a task that no node can hold: refuse it now, saying what it needs."""
     needs = {"CPU": request.get("num_cpus", 0), "GPU": request.get("num_gpus", 0)}
-    if any(all(node["Resources"].get(kind, 0) >= amount for kind, amount in needs.items())
-           for node in nodes if node["Alive"]):
+    resources = [node["Resources"] for node in nodes if node["Alive"]]
+    if any(all(node.get(kind, 0) >= amount for kind, amount in needs.items()) for node in resources):
         return
-    largest = max((node["Resources"] for node in nodes if node["Alive"]), key=lambda r: r.get("CPU", 0), default={})
-    raise StudyRunError(f"each net's task needs {needs['CPU']} CPU(s) and {needs['GPU']} GPU(s) (train.nproc = "
-                        f"train processes, each with loader.num_workers loader workers), but no node of the "
-                        f"cluster has as many (the largest: {largest.get('CPU', 0):g} CPUs, "
-                        f"{largest.get('GPU', 0):g} GPUs): lower loader.num_workers or train.nproc, or add nodes")
+    largest = max(resources, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)), default={})
+    raise StudyRunError(f"each net's task needs {needs['GPU']} GPU(s) (train.nproc) and {needs['CPU']} CPU(s) (one "
+                        f"for each training process and for each of its loader.num_workers workers), but no node "
+                        f"of the cluster has as many (the largest: {largest.get('GPU', 0):g} GPUs, "
+                        f"{largest.get('CPU', 0):g} CPUs): lower loader.num_workers or train.nproc, or add a node "
+                        f"that has them")
