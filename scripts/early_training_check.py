@@ -4,11 +4,12 @@
     python scripts/early_training_check.py --net reference --depth 56 --iterations 200
     python scripts/early_training_check.py --net ours --depth 56 --iterations 500 --linear-warmup 200
 
-The reference is written here from the paper's description alone (torchvision-style basic blocks,
-option A shortcuts, Kaiming-normal init of convs and the classifier, a plain PyTorch loop), so that a
-training problem seen with `resnet_repro.models` can be told apart from a bug in it. Both read the
+The reference is the CIFAR ResNet of scripts/referee_cifar.py, written from the paper's description alone
+and sharing no code with the package (basic blocks, option A shortcuts, Kaiming-normal init), so that a
+training problem seen with `resnet_repro.models` can be told apart from a bug in it. Both nets read the
 real CIFAR-10 archive, subtract the mean image, and see the same batches (seeded order, 4-pixel pad,
-random crop and flip done here in torch), fp32, SGD with momentum 0.9 and weight decay 1e-4, batch 128.
+random crop and flip done here in torch), fp32, SGD with momentum 0.9 and weight decay 1e-4, batch 128,
+in a plain PyTorch loop.
 Prints the mean loss and training error of every 10 iterations (README, "The degradation effect on a
 CPU", quotes runs of it).
 """
@@ -19,49 +20,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from referee_cifar import CifarResNet  # beside this script
 
 from resnet_repro import models
 from resnet_repro.data.cifar10 import load_archive
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared/data/cifar10/cifar-10-python.tar.gz"
-
-
-class ReferenceBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.pad = (out_channels - in_channels) // 2 if stride != 1 or in_channels != out_channels else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        shortcut = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        return F.relu(out + shortcut)
-
-
-class ReferenceResNet(nn.Module):
-    def __init__(self, depth: int):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(16)
-        blocks, channels = [], 16
-        for width, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(n):
-                blocks.append(ReferenceBlock(channels, width, stride if i == 0 else 1))
-                channels = width
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(64, 10)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(F.relu(self.bn(self.conv(x))))
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def main() -> None:
@@ -79,7 +43,7 @@ def main() -> None:
     images -= images.mean(dim=0, keepdim=True)
     labels = torch.from_numpy(arrays.train_labels).long()
     torch.manual_seed(0)
-    net = models.build(f"resnet{args.depth}", num_classes=10) if args.net == "ours" else ReferenceResNet(args.depth)
+    net = models.build(f"resnet{args.depth}", num_classes=10) if args.net == "ours" else CifarResNet(args.depth)
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
     data_order = torch.Generator().manual_seed(1)
     order, position = torch.randperm(len(images), generator=data_order), 0

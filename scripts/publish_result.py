@@ -45,8 +45,8 @@ from resnet_repro.data.normalize import normalize
 from resnet_repro.io import file_sha256, staged_directory, write_json
 from resnet_repro.layout import Layout
 from resnet_repro.report.figures import training_curves
+from resnet_repro.report.measured import read_run
 from resnet_repro.report.paper import CIFAR10
-from resnet_repro.report.runs import read_run
 
 MODEL_FILES = ("model.safetensors", "preprocess.safetensors", "model.json")
 REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"

@@ -1,11 +1,12 @@
-"""Real servers for the tests, on 127.0.0.1 only: a free port, a bounded wait until they answer, and a
-stop that takes the whole process group down (the mlflow CLIs run uvicorn as a child)."""
+"""Real servers for the tests, on 127.0.0.1 only: a bounded wait until they answer, and a stop that takes
+the whole process group down (the mlflow CLIs run uvicorn as a child). A tracking server (`mlflow
+server`) is resnet_repro.tracking.server's, as the study runner starts it; `running` serves the rest
+(`mlflow models serve`)."""
 
 import functools
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,11 +42,6 @@ def static_files(directory: Path) -> Iterator[tuple[str, list[str]]]:
         server.shutdown()
         server.server_close()
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def mlflow_env(**extra: str) -> dict[str, str]:

@@ -15,9 +15,11 @@ import pytest
 import torch
 import yaml
 
-from local_servers import free_port, mlflow_env, running
+from local_servers import mlflow_env
 from projects import VENV_BIN, commit, copy_repository, run, stages_that_would_run
-from resnet_repro.dispatch import StudyRunError, require_clean_tree
+from resnet_repro.dispatch.common import StudyRunError
+from resnet_repro.dispatch.preflight import require_clean_tree
+from resnet_repro.tracking.server import free_port, tracking_server
 
 pytestmark = pytest.mark.pipeline
 
@@ -37,11 +39,13 @@ def small_study(directory: Path, archive: Path, iterations: int, variants: list[
 
 @pytest.fixture
 def ray_head(tmp_path, monkeypatch):
-    """A local Ray 'cluster' of this machine: 2 CPUs, 2 declared GPUs. Ray 2.60's token authentication is
-    off for it (it listens on this machine only), in `ray start` and in the drivers the tests start."""
+    """A local Ray 'cluster' of this machine with 2 declared GPUs and 6 declared CPUs: two nets at once,
+    each with a CPU for its training and one for each of its loader's 2 workers. Ray 2.60's token
+    authentication is off for it (it listens on this machine only), in `ray start` and in the drivers
+    the tests start."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     port = free_port()
-    run([str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=2",
+    run([str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=6", "--num-gpus=2",
          "--include-dashboard=false", "--disable-usage-stats"], tmp_path, timeout=300)
     try:
         yield f"127.0.0.1:{port}"
@@ -57,7 +61,7 @@ def test_two_nets_train_at_once_and_come_back_through_dvc(tmp_path, cifar10_arch
     project = small_study(tmp_path / "project", cifar10_archive, iterations=20)
     output = study_run(project, "--address", ray_head).stdout
     for variant in VARIANTS:
-        assert re.search(rf"^queued   train@{variant}-0 \(num_gpus=1", output, re.MULTILINE), output
+        assert re.search(rf"^queued   train@{variant}-0 \(num_gpus=1, num_cpus=3\)", output, re.MULTILINE), output
         assert re.search(rf"^finished train@{variant}-0 on ", output, re.MULTILINE), output
     # Each concurrent task was given its own GPU.
     visible = re.findall(r"^started  train@\S+ on \S+, CUDA_VISIBLE_DEVICES=(\d+)", output, re.MULTILINE)
@@ -124,15 +128,17 @@ def test_a_study_without_a_dvc_remote_is_refused_with_what_to_do(tmp_path, cifar
 def test_the_drivers_tracking_server_stops_when_the_driver_is_killed(tmp_path, cifar10_archive):
     """SIGKILL gives the driver no `finally`: the local `mlflow server` and its workers must not outlive it."""
     project = small_study(tmp_path / "project", cifar10_archive, iterations=20)
-    script = ("import sys, time\nfrom pathlib import Path\nfrom resnet_repro.dispatch import shared_tracking_store\n"
-              "with shared_tracking_store(Path(sys.argv[1]), local_cluster=True) as uri:\n"
+    script = ("import sys, time\nfrom pathlib import Path\nfrom resnet_repro.config import load_params\n"
+              "from resnet_repro.dispatch.driver import shared_tracking_store\n"
+              "root = Path(sys.argv[1])\n"
+              "with shared_tracking_store(root, load_params(root / 'params.yaml'), local_cluster=True) as uri:\n"
               "    print(uri, flush=True)\n    time.sleep(600)\n")
     driver = subprocess.Popen([str(VENV_BIN / "python"), "-c", script, str(project)], stdout=subprocess.PIPE,
                               text=True, env=mlflow_env())
     try:
         uri = driver.stdout.readline().strip()
         assert urllib.request.urlopen(f"{uri}/health", timeout=10).status == 200
-        # The server leads its own process group, with its uvicorn and job consumers.
+        # The server leads its own process group, with its uvicorn.
         server = run(["pgrep", "-f", f"mlflow server .*--port {uri.rsplit(':', 1)[1]}"], tmp_path).stdout.split()
         group = str(os.getpgid(int(server[0])))
         assert len(run(["pgrep", "-g", group], tmp_path).stdout.split()) > 1
@@ -160,13 +166,13 @@ def test_a_killed_task_is_retried_and_resumes_from_its_checkpoint(tmp_path, cifa
             if state is not None and state["iteration"] >= 40:
                 break
             time.sleep(1)
-        # The node "dies": the task's worker process and the training it started (the process group its
-        # task recorded in its workspace), at once.
-        attempt = next(workspaces.glob("*-train-resnet20-0")) / ".study-run-attempt"
-        training_group = int(attempt.read_text())
-        worker = int(run(["ps", "-o", "ppid=", "-p", str(training_group)], project).stdout)
+        # The task's worker dies (SIGKILL, as the kernel's OOM killer would). Its training runs in the
+        # worker's process group (Ray 2.60 makes each worker the leader of one), which Ray stops; then
+        # Ray runs the task again.
+        workspace = next(workspaces.glob("*-train-resnet20-0"))
+        training = next(pid for pid in trainings_in(workspaces) if Path(f"/proc/{pid}/cwd").resolve() == workspace)
+        worker = os.getpgid(training)
         os.kill(worker, signal.SIGKILL)
-        os.killpg(training_group, signal.SIGKILL)
         output, _ = driver.communicate(timeout=1800)
     finally:
         if driver.poll() is None:  # a failed wait: Ctrl-C lets the driver stop its tasks and its mlflow server
@@ -179,6 +185,7 @@ def test_a_killed_task_is_retried_and_resumes_from_its_checkpoint(tmp_path, cifa
     assert re.search(r"^started  train@resnet20-0 .*attempt 2\)", output, re.MULTILINE), output
     assert re.search(r"^finished train@resnet20-0 on \S+ \(resumed from checkpoint at iteration \d+\)", output,
                      re.MULTILINE), output
+    assert not Path(f"/proc/{training}").exists()  # the first attempt's training did not outlive its worker
     assert "up to date" in run(["dvc", "status"], project).stdout
 
 
@@ -280,11 +287,7 @@ def test_two_nodes_and_a_tracking_server_give_the_weights_of_a_sequential_dvc_re
     refused = study_run(project, "--address", two_node_cluster, check=False)
     assert refused.returncode == 2 and "MLFLOW_TRACKING_URI=http://HOST:PORT" in refused.stderr, refused.stderr
 
-    port = free_port()
-    server = ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--host",
-              "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with running(server, f"http://127.0.0.1:{port}/health", tmp_path / "server.log", mlflow_env(), tmp_path, 120):
-        uri = f"http://127.0.0.1:{port}"
+    with tracking_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server.log") as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         output = study_run(project, "--address", two_node_cluster).stdout
         nodes = set(re.findall(r"^started  train@\S+ on \S+ \(node (\w+),", output, re.MULTILINE))

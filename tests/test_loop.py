@@ -14,7 +14,7 @@ from resnet_repro import models
 from resnet_repro.config import TrainParams, parse_params
 from resnet_repro.data.loading import Loader
 from resnet_repro.train.errors import TrainingDiverged, TrainingInterrupted
-from resnet_repro.train.loop import Hooks, fit
+from resnet_repro.train.loop import Hooks, TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
 from resnet_repro.train.state import resume_or_start
@@ -57,10 +57,10 @@ def train_params(iterations: int, **changes) -> TrainParams:
     return parse_params(params_with({"train": {**train, **changes}})).train
 
 
-def make_run(train: TrainParams, warmup: bool = False):
+def make_run(train: TrainParams, warmup: bool = False) -> tuple[TrainingStep, PaperSchedule]:
     torch.manual_seed(0)
     model = models.build("resnet20")
-    return model, optimizer_for(model, train), PaperSchedule(train, depth=110 if warmup else 20)
+    return TrainingStep(model, optimizer_for(model, train), train, CPU), PaperSchedule(train, depth=110 if warmup else 20)
 
 
 def collect(checkpoints: list) -> Hooks:
@@ -73,23 +73,22 @@ def test_fixed_batches_is_a_loader():
 
 def test_resumed_run_ends_bitwise_equal_to_uninterrupted_run(tmp_path, capsys):
     train = train_params(10)
-    model, optimizer, schedule = make_run(train)
-    fit(model, optimizer, schedule, FixedBatches(), train, CPU)
-    uninterrupted = model.state_dict()
+    step, schedule = make_run(train)
+    fit(step, schedule, FixedBatches(), train)
+    uninterrupted = step.model.state_dict()
 
     checkpoints = []
-    model, optimizer, schedule = make_run(train)
-    fit(model, optimizer, schedule, FixedBatches(), train, CPU, hooks=collect(checkpoints))
+    fit(*make_run(train), FixedBatches(), train, hooks=collect(checkpoints))
     # Pretend the process died right after the checkpoint at iteration 6 (mid-epoch: 6 % 4 = 2).
     path = tmp_path / "checkpoint.pt"
     next(state for state in checkpoints if state.iteration == 6).save(path)
-    model, optimizer, schedule = make_run(train)
+    step, schedule = make_run(train)
     state = resume_or_start(path, fingerprint="")
-    result = fit(model, optimizer, schedule, FixedBatches(), train, CPU, state=state)
+    result = fit(step, schedule, FixedBatches(), train, state=state)
 
     assert f"Resumed from checkpoint at iteration 6: {path}" in capsys.readouterr().out
     for name, tensor in uninterrupted.items():
-        assert torch.equal(tensor, model.state_dict()[name]), name
+        assert torch.equal(tensor, step.model.state_dict()[name]), name
     assert [row["step"] for row in result.curves.steps] == [2, 4, 6, 8, 10]  # the same rows as without the kill
     assert state.iteration == 10 and state.complete
 
@@ -97,7 +96,7 @@ def test_resumed_run_ends_bitwise_equal_to_uninterrupted_run(tmp_path, capsys):
 def test_checkpoints_are_taken_every_n_and_at_the_end():
     checkpoints = []
     train = train_params(7)
-    fit(*make_run(train), FixedBatches(), train, CPU, hooks=collect(checkpoints))
+    fit(*make_run(train), FixedBatches(), train, hooks=collect(checkpoints))
     assert [(state.iteration, state.complete) for state in checkpoints] == [(3, False), (6, False), (7, True)]
 
 
@@ -105,7 +104,7 @@ def test_nan_loss_stops_naming_the_iteration_and_loss_and_keeps_last_good_checkp
     checkpoints = []
     train = train_params(50, lr=1e6, milestones=[])
     with pytest.raises(TrainingDiverged, match=r"^(loss is (nan|inf)|weights became non-finite) at iteration \d+ "):
-        fit(*make_run(train), FixedBatches(), train, CPU, hooks=collect(checkpoints))
+        fit(*make_run(train), FixedBatches(), train, hooks=collect(checkpoints))
     for state in checkpoints:
         assert all(torch.isfinite(t).all() for t in state.model.values() if t.is_floating_point())
         assert all(math.isfinite(row["loss"]) for row in state.curves.steps)
@@ -114,7 +113,7 @@ def test_nan_loss_stops_naming_the_iteration_and_loss_and_keeps_last_good_checkp
 def test_warmup_lr_until_the_error_condition_then_base_lr():
     logged = []
     train = train_params(8)
-    fit(*make_run(train, warmup=True), FixedBatches(), train, CPU,
+    fit(*make_run(train, warmup=True), FixedBatches(), train,
         hooks=Hooks(on_log=lambda metrics, step: logged.append((step, metrics["lr"]))))
     # warmup_until_error=1e-9 is never met, so warmup_max_iterations (4) ends it; then 0.05 until the
     # milestone at 6. A logged lr is the one the last step used (iteration 5 at step 6). Checkpoints
@@ -124,13 +123,12 @@ def test_warmup_lr_until_the_error_condition_then_base_lr():
 
 def test_test_error_curve_is_measured_every_eval_every():
     train = train_params(6, eval_every=3, milestones=[])
-    model, optimizer, schedule = make_run(train)
-    result = fit(model, optimizer, schedule, FixedBatches(), train, CPU,
-                 hooks=Hooks(on_evaluate=lambda: {"test_error": 0.5}))
+    step, schedule = make_run(train)
+    result = fit(step, schedule, FixedBatches(), train, hooks=Hooks(on_evaluate=lambda: {"test_error": 0.5}))
     assert [row["step"] for row in result.curves.errors] == [3, 6]
     assert all(0 <= row["train_error"] <= 1 and row["test_error"] == 0.5 for row in result.curves.errors)
     assert result.final_test_error == 0.5
-    assert model.training
+    assert step.model.training
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
@@ -145,7 +143,7 @@ def test_sigterm_or_ctrl_c_saves_a_checkpoint_at_the_next_step_and_stops(signal_
     previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     with pytest.raises(TrainingInterrupted, match=rf"^stopped by {signal_number.name} at iteration 4 of 10; "
                                                   r"checkpoint saved, run again to resume$") as stopped:
-        fit(*make_run(train), FixedBatches(), train, CPU,
+        fit(*make_run(train), FixedBatches(), train,
             hooks=Hooks(on_log=on_log, on_checkpoint=lambda state: checkpoints.append(copy.deepcopy(state))))
     assert stopped.value.signal == signal_number
     assert [(state.iteration, state.complete) for state in checkpoints] == [(4, False)]
@@ -163,6 +161,32 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint():
 
     train = train_params(10, checkpoint_every=100)
     with pytest.raises(KeyboardInterrupt):
-        fit(*make_run(train), FixedBatches(), train, CPU,
+        fit(*make_run(train), FixedBatches(), train,
             hooks=Hooks(on_log=on_log, on_checkpoint=lambda state: checkpoints.append(state.iteration)))
     assert checkpoints == []
+
+
+class WorkersKilledBySigterm(FixedBatches):
+    """A loader whose worker processes get a cluster's SIGTERM as the training does: its batch number
+    `dies_at` fails, after the signal has reached the training."""
+
+    def __init__(self, dies_at: int):
+        super().__init__()
+        self.dies_at = dies_at
+
+    def __iter__(self):
+        for index, batch in enumerate(super().__iter__()):
+            if index == self.dies_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise RuntimeError("DataLoader worker (pid 1234) is killed by signal: Terminated")
+            yield batch
+
+
+@pytest.mark.parametrize("dies_at", [0, 2])
+def test_a_loader_failing_after_sigterm_still_leaves_the_checkpoint_of_the_last_step(dies_at):
+    checkpoints = []
+    train = train_params(10, checkpoint_every=100)
+    with pytest.raises(TrainingInterrupted, match=rf"^stopped by SIGTERM at iteration {dies_at} of 10; "):
+        fit(*make_run(train), WorkersKilledBySigterm(dies_at), train,
+            hooks=Hooks(on_checkpoint=lambda state: checkpoints.append((state.iteration, state.complete))))
+    assert checkpoints == [(dies_at, False)]

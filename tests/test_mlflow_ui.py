@@ -2,11 +2,11 @@
 
 The runs are logged the way the stages log them: the train stage's TrainingRun with the study tags and
 the net's variant, family and depth as params, its curves, then the evaluate stage's test errors added to
-the finished run. scripts/check_mlflow_ui.py serves the store with `mlflow server` and drives the browser.
+the finished run. check_mlflow_ui.py (beside this file) serves the store with `mlflow server` and drives the
+browser.
 The screenshot's path is printed (pytest -s shows it) and the file is kept in pytest's tmp directory.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,9 +16,10 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
+from check_mlflow_ui import study_runs
 from resnet_repro.tracking.runs import TrainingRun
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_mlflow_ui.py"
+SCRIPT = Path(__file__).resolve().with_name("check_mlflow_ui.py")
 CHROMIUM = Path("/usr/bin/chromium")
 ITERATIONS = 100
 # Two depths in both families: the degradation problem in small (the deeper plain net is worse).
@@ -88,13 +89,10 @@ def test_a_run_without_a_test_error_is_named_as_not_plotted(study_store, tmp_pat
 
 
 def test_the_newest_run_of_a_name_stands_for_it(tmp_path):
-    spec = importlib.util.spec_from_file_location("check_mlflow_ui", SCRIPT)
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
     database = tmp_path / "mlflow.db"
     first, other = train(database, "ui-study", "plain20"), train(database, "ui-study", "resnet20")
 
     retrained = train(database, "ui-study", "plain20")  # e.g. trained again from scratch after a kill
 
-    _, runs = check.study_runs(MlflowClient(f"sqlite:///{database}"), "ui-test", "ui-study")
+    _, runs = study_runs(MlflowClient(f"sqlite:///{database}"), "ui-test", "ui-study")
     assert runs == {other: "resnet20 seed 0", retrained: "plain20 seed 0"} and first not in runs

@@ -23,13 +23,15 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from local_servers import VENV_BIN, free_port, mlflow_env, running, tail
+from local_servers import tail
 from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.data.normalize import normalize
 from resnet_repro.models import build
 from resnet_repro.tracking.registry import load_registered, pull, register_model
 from resnet_repro.tracking.runs import TrainingRun
+from resnet_repro.tracking.server import free_port
+from resnet_repro.tracking.server import tracking_server as start_tracking_server
 
 pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
 
@@ -129,12 +131,8 @@ def postgres() -> Postgres:
 def tracking_server(postgres, tmp_path_factory) -> TrackingServer:
     workdir = tmp_path_factory.mktemp("tracking-server")
     artifacts = workdir / "artifacts"
-    port = free_port()
-    command = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", postgres.uri,
-               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]
-    url = f"http://127.0.0.1:{port}"
-    with running(command, f"{url}/health", workdir / "server.log", mlflow_env(), workdir, STARTUP_SECONDS):
+    with start_tracking_server(postgres.uri, workdir / "server.log", "--artifacts-destination", str(artifacts), cwd=workdir,
+                         startup_seconds=STARTUP_SECONDS) as url:
         yield TrackingServer(url, artifacts)
 
 

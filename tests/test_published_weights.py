@@ -18,12 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-from local_servers import free_port, static_files
+from local_servers import static_files
 from resnet_repro import studies
 from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.io import file_sha256
 from resnet_repro.models import build, count_params, weights
+from resnet_repro.tracking.server import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FOLDER = "cifar10-resnet20-test"

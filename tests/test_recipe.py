@@ -6,7 +6,7 @@ import math
 import pytest
 import yaml
 from test_config import PROJECT_PARAMS
-from test_loop import CPU, FixedBatches, make_run, train_params
+from test_loop import FixedBatches, make_run, train_params
 
 from resnet_repro.config import ConfigError, load_params, parse_params
 from resnet_repro.train.loop import Hooks, fit
@@ -147,7 +147,7 @@ def test_the_loop_feeds_the_validation_error_to_the_schedule_every_eval_every_an
     logged = []
     train = train_params(8, eval_every=2, log_every=2, schedule="plateau", milestones=[], plateau_patience=1)
     checkpoints = []
-    fit(*make_run(train), FixedBatches(), train, CPU,
+    fit(*make_run(train), FixedBatches(), train,
         hooks=Hooks(on_log=lambda metrics, step: logged.append((step, metrics)),
                     on_evaluate=lambda: {"val_error": next(errors)},
                     on_checkpoint=lambda state: checkpoints.append(state.schedule)))

@@ -20,7 +20,8 @@ from resnet_repro.layout import Layout
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP
 from resnet_repro.stages.report import write_report
 
-# stages/train.py: STEP_COLUMNS (curve.tsv) and ERROR_COLUMNS (errors.tsv).
+# The file format the train stage writes (train.state.Curves: STEP_COLUMNS in curve.tsv, ERROR_COLUMNS in
+# errors.tsv), spelled out here so that a change to it shows.
 STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
 ERROR_COLUMNS = ["step", "train_error", "test_error"]
 ITERATIONS = 400

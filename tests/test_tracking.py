@@ -5,7 +5,6 @@ import json
 import os
 import pickle
 import re
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from resnet_repro.io import file_sha256
 from resnet_repro.models import build
 from resnet_repro.tracking.registry import pull, register_model
 from resnet_repro.tracking.runs import TrackingStoreUnreachable, TrainingRun, git_commit, resolve_tracking_uri
+from resnet_repro.tracking.server import free_port
 from resnet_repro.tracking.serving import class_probabilities
 
 EXPERIMENT = "tracking-tests"
@@ -158,9 +158,7 @@ def test_an_unreachable_store_fails_at_once_naming_its_uri(monkeypatch):
 
     create_connection = urllib3.util.connection.create_connection
     monkeypatch.setattr(urllib3.util.connection, "create_connection", counted_connection)
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port that was free a moment ago: nothing listens there
     uri = f"http://127.0.0.1:{port}"
     with pytest.raises(TrackingStoreUnreachable, match=re.escape(uri)):
         TrainingRun.start(uri, EXPERIMENT, "never", PARAMS, TAGS)

@@ -14,7 +14,7 @@ from test_loop import FixedBatches
 
 from projects import params_with
 from resnet_repro.config import ConfigError, parse_params
-from resnet_repro.train.loop import Hooks, fit
+from resnet_repro.train.loop import Hooks, TrainingStep, fit
 from resnet_repro.train.recipe import PaperSchedule
 
 
@@ -58,7 +58,8 @@ def test_every_accepted_combination_trains_to_the_end_and_every_refused_one_says
         checkpoints = []
         # Depth 110 also takes the paper's constant warm-up at 0.01 (Section 4.2).
         schedule = PaperSchedule(params.train, 110 if accepted % 2 else 20)
-        result = fit(model, optimizer, schedule, FixedBatches(batch_size=4), params.train, torch.device("cpu"),
+        step = TrainingStep(model, optimizer, params.train, torch.device("cpu"))
+        result = fit(step, schedule, FixedBatches(batch_size=4), params.train,
                      hooks=Hooks(on_checkpoint=lambda state: checkpoints.append(state.iteration),
                                  on_evaluate=lambda: {"test_error": 0.5}))
         assert checkpoints[-1] == train["iterations"], train

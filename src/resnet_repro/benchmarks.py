@@ -79,7 +79,8 @@ def _shortened(train: TrainParams, **changes) -> TrainParams:
 def _training_images_per_second(model: torch.nn.Module, depth: int, loader: Loader, train: TrainParams,
                                  device: torch.device) -> float:
     """Images/s of `fit` on `loader` after its first log window (the warm-up)."""
-    result = fit(model, optimizer_for(model, train), PaperSchedule(train, depth), loader, train, device)
+    result = fit(TrainingStep(model, optimizer_for(model, train), train, device), PaperSchedule(train, depth), loader,
+                 train)
     images = seconds = 0.0
     for previous, row in zip(result.curves.steps, result.curves.steps[1:]):  # the first row is the warm-up
         window_images = (row["step"] - previous["step"]) * train.batch_size
@@ -178,8 +179,8 @@ def compare_precisions(archive: Path, params: Params, *, model_name: str = "resn
         test_loader = TorchLoader(ArrayImages(arrays.test_images, arrays.test_labels, augmentation, train=False),
                                   batch_size=500, train=False, mean_image=mean_image, device=device, num_workers=workers)
         start = time.perf_counter()
-        fit(model, optimizer_for(model, train), PaperSchedule(train, models.spec(model_name).depth), train_loader, train,
-            device)
+        fit(TrainingStep(model, optimizer_for(model, train), train, device),
+            PaperSchedule(train, models.spec(model_name).depth), train_loader, train)
         seconds = time.perf_counter() - start
         dtype = autocast_dtype(precision, device)
         results[precision] = {"test_error": top_k_errors(model, test_loader, device=device, dtype=dtype)["top1_error"],

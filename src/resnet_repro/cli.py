@@ -389,7 +389,8 @@ def _print_claims(args: argparse.Namespace) -> int:
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    from resnet_repro.dispatch import StudyRunError, run_study
+    from resnet_repro.dispatch.common import StudyRunError
+    from resnet_repro.dispatch.driver import run_study
 
     try:
         outcomes = run_study(Path("."), address=args.address, workspaces=args.workspaces,

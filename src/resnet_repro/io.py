@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -32,7 +32,7 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda temporary: temporary.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
-def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
+def write_tsv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
     def write(temporary: Path) -> None:
         with open(temporary, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", extrasaction="ignore")

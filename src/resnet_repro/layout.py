@@ -1,4 +1,11 @@
-"""Where each stage reads and writes: the one home of the pipeline's paths, which dvc.yaml spells too."""
+"""Where each stage reads and writes: the one home of the pipeline's paths and file names, which
+dvc.yaml spells too.
+
+    layout.prepared_dir / STATS              # data/prepared/cifar10/stats.json
+    layout.metrics_dir("resnet20", 0) / EVALUATION   # metrics/resnet20/seed0/eval.json
+
+A stage that fills a directory at once (io.staged_directory) writes the same names into its temporary one.
+"""
 
 import os
 from pathlib import Path
@@ -6,6 +13,26 @@ from pathlib import Path
 import yaml
 
 CHECKPOINTS_ENV = "RESNET_REPRO_CHECKPOINTS"
+
+# prepare, in prepared_dir: the statistics of the training split, what was prepared (class names, split
+# sizes), and an image folder's unreadable files. (The splits' own files are data.prepared's and
+# data.imagefolder's to name.)
+STATS, META, SKIPPED = "stats.json", "meta.json", "skipped.json"
+# train, in metrics_dir: its summary (numbers only), a row per log step and a row per evaluation (DVC plots).
+TRAIN_SUMMARY, STEP_CURVE, ERROR_CURVE = "train.json", "curve.tsv", "errors.tsv"
+# Which net and which MLflow run a training was (not a DVC metric: names and ids).
+TRAINING_RUN = "run.json"
+# evaluate, in metrics_dir: the held-out errors (numbers only; reports/metrics.json gathers them), Figure 7's layer responses (a DVC plot).
+EVALUATION, RESPONSES = "eval.json", "responses.json"
+# register, in metrics_dir: the registered model version.
+REGISTRATION = "registry.json"
+# report, in reports_dir: the study's tables, the same as JSON, its numbers alone (a DVC metric), its figures.
+STUDY_TABLE, STUDY_JSON, STUDY_METRICS, FIGURES = "study.md", "study.json", "metrics.json", "figures"
+
+
+def beton(split: str) -> str:
+    """The ffcv stage's file of `split`, in ffcv_dir."""
+    return f"{split}.beton"
 
 
 class Layout:

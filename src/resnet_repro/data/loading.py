@@ -21,7 +21,7 @@ from resnet_repro.data.augment import Augmentation, augmentation_for
 from resnet_repro.data.imagefolder import read_list
 from resnet_repro.data.prepared import read_split
 from resnet_repro.data.stats import load_stats
-from resnet_repro.layout import Layout
+from resnet_repro.layout import META, STATS, Layout, beton
 
 
 @runtime_checkable
@@ -47,11 +47,11 @@ class Loader(Protocol):
 
 def split_names(layout: Layout) -> list[str]:
     """The splits the prepare stage wrote (train, and val and/or test), from its meta.json."""
-    return list(json.loads((layout.prepared_dir / "meta.json").read_text())["sizes"])
+    return list(json.loads((layout.prepared_dir / META).read_text())["sizes"])
 
 
 def augmentation_from(params: Params, layout: Layout) -> Augmentation:
-    return augmentation_for(params.data.dataset, params.augment, load_stats(layout.prepared_dir / "stats.json"))
+    return augmentation_for(params.data.dataset, params.augment, load_stats(layout.prepared_dir / STATS))
 
 
 def make_split_loader(params: Params, layout: Layout, split: str, *, train: bool, batch_size: int,
@@ -67,7 +67,7 @@ def make_split_loader(params: Params, layout: Layout, split: str, *, train: bool
     if params.loader.backend == "ffcv":
         from resnet_repro.data.ffcv_io import make_loader
 
-        return make_loader(layout.ffcv_dir / f"{split}.beton", augmentation=augmentation, **settings)
+        return make_loader(layout.ffcv_dir / beton(split), augmentation=augmentation, **settings)
     from resnet_repro.data.torch_loader import ArrayImages, FileImages, TorchLoader
 
     if params.data.dataset == "cifar10":

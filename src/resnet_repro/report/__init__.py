@@ -1,2 +1,3 @@
-"""The report stage: the paper's numbers as data (`paper`), each run's metrics files read and checked
-(`runs`), the study tables (`study`) and the paper-style figures (`figures`)."""
+"""The report stage: the paper's numbers as data (`paper`) beside what each run measured, its metrics
+files read and checked (`measured`); the study tables (`study`), the paper's claims judged (`claims`)
+and the paper-style figures (`figures`)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from resnet_repro import models
 from resnet_repro.config import Params
-from resnet_repro.report.runs import Run, label, sort_key
+from resnet_repro.report.measured import Run, label, sort_key
 from resnet_repro.train.recipe import RECIPES
 
 SHOWN, NOT_SHOWN, NOT_TESTED = "shown", "not shown", "not tested"

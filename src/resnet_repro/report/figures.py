@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from resnet_repro import models
-from resnet_repro.report.runs import Run, label, mean_curve, mean_responses, sort_key
+from resnet_repro.report.measured import Run, label, mean_curve, mean_responses, sort_key
 
 DPI = 150
 TRAINING_CURVES = "training_curves.png"

@@ -13,8 +13,8 @@ from resnet_repro import models
 from resnet_repro.config import Params
 from resnet_repro.layout import Layout
 from resnet_repro.report import claims, figures
+from resnet_repro.report.measured import VIEWS, Run, label, mean_std, read_run, sort_key
 from resnet_repro.report.paper import CIFAR10, IMAGENET_10CROP, IMAGENET_10CROP_SOURCE
-from resnet_repro.report.runs import VIEWS, Run, label, mean_std, read_run, sort_key
 from resnet_repro.train.recipe import RECIPES
 
 # The per-net numbers study.json also lists flat, for `dvc metrics show`.

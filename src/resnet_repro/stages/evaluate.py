@@ -21,7 +21,7 @@ from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.evaluate.multiview import errors_of, multi_scale_scores, ten_crop_scores
 from resnet_repro.evaluate.responses import response_stds
 from resnet_repro.io import write_json
-from resnet_repro.layout import Layout
+from resnet_repro.layout import EVALUATION, RESPONSES, TRAIN_SUMMARY, TRAINING_RUN, Layout
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
 
 
@@ -41,14 +41,14 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
             responses = response_stds(trained.module, loader)
     metrics.update(_paper_imagenet_testing(params, layout, trained, device))
 
-    train_summary = json.loads((layout.metrics_dir(variant, seed) / "train.json").read_text())
-    training_run = json.loads((layout.metrics_dir(variant, seed) / "run.json").read_text())
+    train_summary = json.loads((layout.metrics_dir(variant, seed) / TRAIN_SUMMARY).read_text())
+    training_run = json.loads((layout.metrics_dir(variant, seed) / TRAINING_RUN).read_text())
     with TrainingRun.start(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
                            run_name=f"{variant} seed {seed}", params={}, tags={},
                            resume_run_id=training_run["mlflow_run_id"]) as run:
         run.log_metrics({k: v for k, v in metrics.items() if k.endswith("_error")}, train_summary["iterations"])
-    write_json(layout.metrics_dir(variant, seed) / "responses.json", responses)
-    write_json(layout.metrics_dir(variant, seed) / "eval.json", metrics)
+    write_json(layout.metrics_dir(variant, seed) / RESPONSES, responses)
+    write_json(layout.metrics_dir(variant, seed) / EVALUATION, metrics)
     return metrics
 
 

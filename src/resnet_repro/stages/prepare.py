@@ -23,7 +23,7 @@ from resnet_repro.data.loading import split_names
 from resnet_repro.data.prepared import read_split, write_split
 from resnet_repro.data.stats import StatsAccumulator, image_stats, save_stats
 from resnet_repro.io import staged_directory, write_json
-from resnet_repro.layout import Layout
+from resnet_repro.layout import META, SKIPPED, STATS, Layout, beton
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
 
 # Statistics of an image folder are taken on each image's centre view at the paper's test geometry
@@ -59,10 +59,10 @@ def prepare_cifar10(params: Params, layout: Layout) -> dict:
             write_split(directory, split, images, labels)
         # Statistics come from the training split only: nothing about val or test leaks into training.
         stats = image_stats(splits["train"][0])
-        save_stats(directory / "stats.json", stats)
+        save_stats(directory / STATS, stats)
         meta = {"dataset": params.data.dataset, "class_names": arrays.class_names, "archive": str(archive),
                 "sizes": {split: len(labels) for split, (_, labels) in splits.items()}}
-        write_json(directory / "meta.json", meta)
+        write_json(directory / META, meta)
     return meta
 
 
@@ -92,15 +92,15 @@ def prepare_imagefolder(params: Params, layout: Layout) -> dict:
     with staged_directory(layout.prepared_dir) as directory:
         for split, samples in readable.items():
             imagefolder.write_list(directory, split, folder.root, samples)
-        save_stats(directory / "stats.json", accumulator.result())
-        write_json(directory / "skipped.json", report)
+        save_stats(directory / STATS, accumulator.result())
+        write_json(directory / SKIPPED, report)
         meta = {"dataset": params.data.dataset, "class_names": folder.class_names, "root": str(folder.root),
                 "sizes": {split: len(samples) for split, samples in readable.items()},
                 "skipped": report["count"]}
-        write_json(directory / "meta.json", meta)
+        write_json(directory / META, meta)
     _log_skip_report(params, layout, report)
     print(f"Prepared {meta['sizes']} images of {len(folder.class_names)} classes; skipped {report['count']} "
-          f"file(s), listed in {layout.prepared_dir / 'skipped.json'}", flush=True)
+          f"file(s), listed in {layout.prepared_dir / SKIPPED}", flush=True)
     return meta
 
 
@@ -152,20 +152,20 @@ def _log_skip_report(params: Params, layout: Layout, report: dict) -> None:
     with TrainingRun.start(tracking_uri, params.mlflow.experiment, run_name=f"prepare {params.data.dataset}",
                            params={"data": params.data.model_dump()}, tags={"stage": "prepare"}) as run:
         run.log_metrics({"skipped_files": report["count"], "skipped_fraction": report["fraction"]}, 0)
-        run.log_artifact(layout.prepared_dir / "skipped.json")
+        run.log_artifact(layout.prepared_dir / SKIPPED)
 
 
 def write_ffcv(params: Params, layout: Layout) -> list[str]:
     written = split_names(layout)
     with staged_directory(layout.ffcv_dir) as directory:
         for split in written:
-            beton = directory / f"{split}.beton"
+            beton_path = directory / beton(split)
             if params.data.dataset == "cifar10":
                 images, labels = read_split(layout.prepared_dir, split)
-                write_beton(beton, images, labels)
+                write_beton(beton_path, images, labels)
             else:
                 samples = imagefolder.read_list(layout.prepared_dir, split, Path(params.data.root))
-                write_folder_beton(beton, samples, max_resolution=params.data.max_resolution,
+                write_folder_beton(beton_path, samples, max_resolution=params.data.max_resolution,
                                    jpeg_quality=params.data.jpeg_quality,
                                    compress_probability=params.data.compress_probability,
                                    num_workers=params.loader.num_workers)

@@ -22,16 +22,13 @@ from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.device import autocast_dtype, configure_determinism, resolve_device
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.io import write_json, write_tsv
-from resnet_repro.layout import Layout
+from resnet_repro.layout import ERROR_CURVE, META, STATS, STEP_CURVE, TRAIN_SUMMARY, TRAINING_RUN, Layout
 from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.train.distributed import Processes
-from resnet_repro.train.loop import FitResult, Hooks, fit
+from resnet_repro.train.loop import FitResult, Hooks, TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
-from resnet_repro.train.state import TrainingState, fingerprint, resume_or_start, seed_everything
-
-STEP_COLUMNS = ["step", "loss", "train_error", "lr", "images_per_second"]
-ERROR_COLUMNS = ["step", "train_error", "test_error"]
+from resnet_repro.train.state import Curves, TrainingState, fingerprint, resume_or_start, seed_everything
 
 
 def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> dict | None:
@@ -49,8 +46,8 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
                    device: torch.device) -> dict | None:
     train = params.train
     configure_determinism(train.deterministic, train.cudnn_benchmark)
-    stats = load_stats(layout.prepared_dir / "stats.json")
-    class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
+    stats = load_stats(layout.prepared_dir / STATS)
+    class_names = json.loads((layout.prepared_dir / META).read_text())["class_names"]
     mean_image = mean_image_tensor(stats, size=augmentation_from(params, layout).crop_size).to(device)
     model = build_net(variant, len(class_names), seed, train, device)
     loader = training_loader(params, layout, mean_image, device, seed, processes)
@@ -69,8 +66,8 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
             run.flush()  # the metrics up to this iteration reach the store before the checkpoint that covers them
             state.save(checkpoint_path)
 
-        result = fit(model, optimizer_for(model, train), PaperSchedule(train, models.spec(variant).depth), loader,
-                     train, device, state=state, processes=processes,
+        step = TrainingStep(model, optimizer_for(model, train), train, device, processes)
+        result = fit(step, PaperSchedule(train, models.spec(variant).depth), loader, train, state=state,
                      hooks=Hooks(on_log=run.log_metrics, on_evaluate=evaluate, on_checkpoint=save_checkpoint))
         if not processes.is_main:
             return None
@@ -175,8 +172,8 @@ def write_metrics(layout: Layout, variant: str, seed: int, result: FitResult, mo
     """The curves (DVC plots), train.json (a DVC metric: numbers only) and run.json (which net, which
     MLflow run: what the evaluate and register stages continue); returns both merged."""
     metrics_dir = layout.metrics_dir(variant, seed)
-    write_tsv(metrics_dir / "curve.tsv", result.curves.steps, STEP_COLUMNS)
-    write_tsv(metrics_dir / "errors.tsv", result.curves.errors, ERROR_COLUMNS)
+    write_tsv(metrics_dir / STEP_CURVE, result.curves.steps, Curves.STEP_COLUMNS)
+    write_tsv(metrics_dir / ERROR_CURVE, result.curves.errors, Curves.ERROR_COLUMNS)
     summary = {
         "iterations": train.iterations, "final_loss": result.final_loss,
         "final_train_error": result.final_train_error, "final_test_error": result.final_test_error,
@@ -184,6 +181,6 @@ def write_metrics(layout: Layout, variant: str, seed: int, result: FitResult, mo
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     identity = {"variant": variant, "seed": seed, "mlflow_run_id": run_id}
-    write_json(metrics_dir / "run.json", identity)
-    write_json(metrics_dir / "train.json", summary)
+    write_json(metrics_dir / TRAINING_RUN, identity)
+    write_json(metrics_dir / TRAIN_SUMMARY, summary)
     return {**identity, **summary}

@@ -1,7 +1,8 @@
 """The training loop: SGD steps until train.iterations, with logging, evaluations and checkpoints.
 
     state = resume_or_start(path, fingerprint(...))
-    result = fit(model, optimizer, PaperSchedule(train, depth), loader, train, device,
+    step = TrainingStep(model, optimizer_for(model, train), train, device)
+    result = fit(step, PaperSchedule(train, depth), loader, train,
                  hooks=Hooks(on_log=run.log_metrics, on_checkpoint=lambda state: state.save(path)), state=state)
 
 Each step runs in `TrainingStep` and leaves its loss on the device; the loop reads the loss back every
@@ -30,7 +31,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -83,11 +84,12 @@ class TrainingStep:
     """One SGD step on a batch: forward under autocast (train.precision), backward through the gradient
     scaler (fp16 only), optimizer step, in train.channels_last and compiled if train.compile says so.
     Nothing in it reads a value back from the device (torch's fp16 GradScaler aside, which checks for
-    overflow); it returns the loss and logits as device tensors."""
+    overflow); it returns the loss and logits as device tensors. Distributed (`processes`), the step
+    averages the gradients over the processes."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainParams,
                  device: torch.device, processes: Processes = ONE_PROCESS):
-        self.optimizer, self.device = optimizer, device
+        self.model, self.optimizer, self.device, self.processes = model, optimizer, device, processes
         self.dtype = autocast_dtype(train.precision, device)
         self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         # `model` keeps its plain state_dict keys for checkpoints and export; the step runs `forward`, which
@@ -115,113 +117,155 @@ class TrainingStep:
         return loss.detach(), logits.detach()
 
 
-def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: PaperSchedule, loader: Loader,
-        train: TrainParams, device: torch.device, *, hooks: Hooks = Hooks(), state: TrainingState | None = None,
-        processes: Processes = ONE_PROCESS) -> FitResult:
-    """Train `model` to train.iterations, from `state` if it holds a started training (which it then
-    keeps up to date), else from the start. Distributed (`processes`), every process calls this with
-    its own shard of the loader."""
+def fit(step: TrainingStep, schedule: PaperSchedule, loader: Loader, train: TrainParams, *,
+        hooks: Hooks = Hooks(), state: TrainingState | None = None) -> FitResult:
+    """Train `step.model` to train.iterations, from `state` if it holds a started training (which it
+    then keeps up to date), else from the start. Distributed (`step.processes`), every process calls
+    this with its own shard of the loader."""
     state = state if state is not None else TrainingState(fingerprint="")
-    step = TrainingStep(model, optimizer, train, device, processes)
     if state.started:
-        state.restore(model, optimizer, schedule, step.scaler)
+        state.restore(step.model, step.optimizer, schedule, step.scaler)
+    processes = step.processes
     # Rank 0 saved its own window: the others start theirs empty, so the sums over processes stay exact.
-    window = _Window(device, state.window if processes.is_main else None)
-    loss = train_error = lr = math.nan
-    test_error = None
+    window = _Window(step.device, state.window if processes.is_main else None)
+    lr, last_checkpoint = math.nan, time.monotonic()  # lr: the last step's, which error messages name
+    step.model.train()
+    with _stop_requests() as stop, _progress_bar(train, state, processes) as progress:
+        for images, labels in _batches(loader, state.iteration, stop, processes):
+            lr = schedule.lr(state.iteration)
+            window.add(*step(images, labels, lr), labels)
+            state.iteration += 1
+            progress.update()
 
-    def log_row() -> None:
-        """Close the window into a row of the curve; the loop's one host-device synchronisation."""
-        nonlocal loss, train_error
-        loss, train_error = window.loss.item() / window.images, window.wrong.item() / window.images
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"loss is {loss} at iteration {state.iteration} (lr {lr:g}); "
-                                   f"the last good checkpoint is kept")
-        seconds = window.elapsed()
-        state.seconds += seconds
-        state.images_trained += window.images
-        row = {"step": state.iteration, "loss": loss, "train_error": train_error, "lr": lr,
-               "images_per_second": window.images / seconds}
-        state.curves.steps.append(row)
-        hooks.on_log({key: value for key, value in row.items() if key != "step"}, state.iteration)
-        progress.set_postfix(loss=f"{loss:.3f}", err=f"{train_error:.3f}", lr=f"{lr:g}",
-                             img_s=f"{row['images_per_second']:.0f}")
-        if schedule.observe(state.iteration, train_error):
-            tqdm.write(f"Warm-up done at iteration {state.iteration} (training error {train_error:.3f}); "
-                       f"lr back to {schedule.lr(state.iteration):g}")
+            done = state.iteration == train.iterations
+            evaluating = done or _every(train.eval_every, state.iteration)
+            # A single process stops at any step; processes stop together, at a step where they agree.
+            stopping = stop.requested and not processes.distributed
+            # An evaluation closes the logging window too, so that its row of the error curve has the
+            # training error of the iterations since the last one, whatever log_every is.
+            if evaluating or _every(train.log_every, state.iteration):
+                stopping = window.add_other_processes(processes, stop.requested)
+                row = _close_window(window, state, lr)
+                hooks.on_log({key: value for key, value in row.items() if key != "step"}, state.iteration)
+                progress.set_postfix(loss=f"{row['loss']:.3f}", err=f"{row['train_error']:.3f}", lr=f"{lr:g}",
+                                     img_s=f"{row['images_per_second']:.0f}")
+                _observe_training_error(schedule, state.iteration, row["train_error"])
+                if evaluating and hooks.on_evaluate is not None:
+                    _evaluate(hooks, schedule, state)
+                    step.model.train()
+                window = _Window(step.device)  # its clock starts after the evaluation: that is not training
 
-    def evaluate() -> None:
-        nonlocal test_error
-        errors = hooks.on_evaluate()
-        hooks.on_log(errors, state.iteration)
-        if "val_error" in errors and schedule.observe_validation(state.iteration, errors["val_error"]):
-            tqdm.write(f"Validation error {errors['val_error']:.4f} has plateaued at iteration "
-                       f"{state.iteration}: lr down to {schedule.lr(state.iteration):g}")
-        if "test_error" in errors:
-            test_error = errors["test_error"]
-            state.curves.errors.append({"step": state.iteration, "test_error": test_error,
-                                        "train_error": _train_error_since_last_evaluation(state.curves)})
-        model.train()
+            if processes.is_main and (stopping or done or _every(train.checkpoint_every, state.iteration)
+                                      or time.monotonic() - last_checkpoint >= train.checkpoint_seconds):
+                _checkpoint(step, schedule, window, state, lr, hooks, complete=done)
+                last_checkpoint = time.monotonic()
+            if stopping and not done:
+                raise TrainingInterrupted(stop.signal or signal.SIGTERM, state.iteration, train.iterations)
+            if done:
+                break
+        if state.iteration < train.iterations:  # the loader stopped early: its workers got the signal too
+            if processes.is_main:
+                _checkpoint(step, schedule, window, state, lr, hooks, complete=False)
+            raise TrainingInterrupted(stop.signal, state.iteration, train.iterations)
+    return _result(state)
 
-    def checkpoint() -> None:
-        # Between log rows the loss is unchecked; and a finite loss can still hide overflowed weights
-        # or BN statistics. Never save either.
-        if not window.loss.isfinite():
-            raise TrainingDiverged(f"loss is {window.loss.item() / window.images} at iteration {state.iteration} "
-                                   f"(lr {lr:g}); the last good checkpoint is kept")
-        if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
-            raise TrainingDiverged(f"weights became non-finite at iteration {state.iteration} (lr {lr:g}); "
-                                   f"the last good checkpoint is kept")
-        state.window, state.complete = window.state_dict(), state.iteration == train.iterations
-        state.capture(model, optimizer, schedule, step.scaler)
-        hooks.on_checkpoint(state)
 
-    # The position in the data order is a function of the iteration: epoch and batch within it.
-    epoch, first_batch = divmod(state.iteration, len(loader))
-    last_checkpoint = time.monotonic()
-    model.train()
-    progress = tqdm(total=train.iterations, initial=state.iteration, unit="it", dynamic_ncols=True, desc="train",
-                    mininterval=1.0, disable=not processes.is_main)
-    with _stop_requests() as stop, progress:
-        while state.iteration < train.iterations:
-            loader.set_epoch(epoch, first_batch)
-            for images, labels in _batches(loader, stop):
-                lr = schedule.lr(state.iteration)
-                batch_loss, logits = step(images, labels, lr)
-                window.add(batch_loss, logits, labels)
-                state.iteration += 1
-                progress.update()
+def _every(interval: int, iteration: int) -> bool:
+    """Whether `iteration` ends a period of `interval` iterations (an interval of 0: never)."""
+    return bool(interval) and iteration % interval == 0
 
-                is_last = state.iteration == train.iterations
-                evaluating = is_last or (train.eval_every and state.iteration % train.eval_every == 0)
-                # A single process stops at any step; processes stop together, at a step where they agree.
-                stopping = stop.requested and not processes.distributed
-                # An evaluation closes the logging window too, so that its row of the error curve has the
-                # training error of the iterations since the last one, whatever log_every is.
-                if evaluating or state.iteration % train.log_every == 0:
-                    stopping = window.add_other_processes(processes, stop.requested)
-                    log_row()
-                    if evaluating and hooks.on_evaluate is not None:
-                        evaluate()
-                    window = _Window(device)  # its clock starts after the evaluation: that is not training
 
-                checkpoint_due = (state.iteration % train.checkpoint_every == 0 or is_last or stopping
-                                  or time.monotonic() - last_checkpoint >= train.checkpoint_seconds)
-                if processes.is_main and checkpoint_due:
-                    checkpoint()
-                    last_checkpoint = time.monotonic()
-                if stopping and not is_last:
-                    raise TrainingInterrupted(stop.signal or signal.SIGTERM, state.iteration, train.iterations)
-                if is_last:
+def _progress_bar(train: TrainParams, state: TrainingState, processes: Processes) -> tqdm:
+    return tqdm(total=train.iterations, initial=state.iteration, unit="it", dynamic_ncols=True, desc="train",
+                mininterval=1.0, disable=not processes.is_main)
+
+
+def _batches(loader: Loader, iteration: int, stop: "_StopRequest", processes: Processes) -> Iterator:
+    """The batches of `loader` from the position of `iteration` on, epoch after epoch: that position
+    is a function of the iteration (epoch, and batch within it). Once a stop is requested, a failing
+    loader just ends its epoch, and a single process's batches end with it: a cluster's SIGTERM reaches
+    the loader's worker processes too, and the state after the last complete step is still worth its
+    checkpoint. (Distributed processes go on to the step where they agree to stop.)"""
+    epoch, first_batch = divmod(iteration, len(loader))
+    while True:
+        loader.set_epoch(epoch, first_batch)
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception:
+                if stop.requested:
                     break
-            if stop.requested and not processes.distributed and state.iteration < train.iterations:
-                # The loader ended early: its workers got the same signal.
-                if processes.is_main:
-                    checkpoint()
-                raise TrainingInterrupted(stop.signal, state.iteration, train.iterations)
-            epoch, first_batch = epoch + 1, 0
-    return FitResult(curves=state.curves, final_loss=loss, final_train_error=train_error,
-                     final_test_error=test_error, seconds=state.seconds,
+                raise
+            yield batch
+        if stop.requested and not processes.distributed:
+            return
+        epoch, first_batch = epoch + 1, 0
+
+
+def _close_window(window: "_Window", state: TrainingState, lr: float) -> dict:
+    """The window as a row of the curve, added to `state` with its time and images; the loop's one
+    host-device synchronisation. A loss that is not finite ends the training."""
+    loss, train_error = window.loss.item() / window.images, window.wrong.item() / window.images
+    if not math.isfinite(loss):
+        raise _diverged(f"loss is {loss}", state.iteration, lr)
+    seconds = window.elapsed()
+    state.seconds += seconds
+    state.images_trained += window.images
+    row = {"step": state.iteration, "loss": loss, "train_error": train_error, "lr": lr,
+           "images_per_second": window.images / seconds}
+    state.curves.steps.append(row)
+    return row
+
+
+def _observe_training_error(schedule: PaperSchedule, iteration: int, train_error: float) -> None:
+    """Feed the warm-up (Section 4.2: until the training error is below a threshold) and say when it ends."""
+    if schedule.observe(iteration, train_error):
+        tqdm.write(f"Warm-up done at iteration {iteration} (training error {train_error:.3f}); "
+                   f"lr back to {schedule.lr(iteration):g}")
+
+
+def _evaluate(hooks: Hooks, schedule: PaperSchedule, state: TrainingState) -> None:
+    """Measure the held-out errors: log them, feed val_error to a plateau schedule, and add test_error
+    to the error curve beside the training error since the last evaluation."""
+    errors = hooks.on_evaluate()
+    hooks.on_log(errors, state.iteration)
+    if "val_error" in errors and schedule.observe_validation(state.iteration, errors["val_error"]):
+        tqdm.write(f"Validation error {errors['val_error']:.4f} has plateaued at iteration "
+                   f"{state.iteration}: lr down to {schedule.lr(state.iteration):g}")
+    if "test_error" in errors:
+        since = state.curves.errors[-1]["step"] if state.curves.errors else 0
+        recent = [row["train_error"] for row in state.curves.steps if row["step"] > since]
+        state.curves.errors.append({"step": state.iteration, "test_error": errors["test_error"],
+                                    "train_error": sum(recent) / len(recent)})
+
+
+def _checkpoint(step: TrainingStep, schedule: PaperSchedule, window: "_Window", state: TrainingState, lr: float,
+                hooks: Hooks, *, complete: bool) -> None:
+    """Capture the training into `state` and hand it to on_checkpoint; never a diverged one. Between
+    log rows the loss is unchecked, and a finite loss can still hide overflowed weights or BN statistics."""
+    if not window.loss.isfinite():
+        raise _diverged(f"loss is {window.loss.item() / window.images}", state.iteration, lr)
+    if not all(t.isfinite().all() for t in step.model.state_dict().values() if t.is_floating_point()):
+        raise _diverged("weights became non-finite", state.iteration, lr)
+    state.window, state.complete = window.state_dict(), complete
+    state.capture(step.model, step.optimizer, schedule, step.scaler)
+    hooks.on_checkpoint(state)
+
+
+def _diverged(what: str, iteration: int, lr: float) -> TrainingDiverged:
+    return TrainingDiverged(f"{what} at iteration {iteration} (lr {lr:g}); the last good checkpoint is kept")
+
+
+def _result(state: TrainingState) -> FitResult:
+    """The last row of each curve, and the training's speed."""
+    last = state.curves.steps[-1] if state.curves.steps else {}
+    return FitResult(curves=state.curves, final_loss=last.get("loss", math.nan),
+                     final_train_error=last.get("train_error", math.nan),
+                     final_test_error=state.curves.errors[-1]["test_error"] if state.curves.errors else None,
+                     seconds=state.seconds,
                      images_per_second=state.images_trained / state.seconds if state.seconds else math.nan)
 
 
@@ -296,24 +340,3 @@ def _stop_requests():
             signal.signal(number, handler)
 
 
-def _batches(loader: Loader, stop: _StopRequest):
-    """The batches of `loader`; once a stop is requested, a failing loader just ends the epoch. A
-    cluster's SIGTERM reaches the loader's worker processes too, and the state after the last complete
-    step is still worth its checkpoint."""
-    iterator = iter(loader)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except Exception:
-            if stop.requested:
-                return
-            raise
-        yield batch
-
-
-def _train_error_since_last_evaluation(curves: Curves) -> float:
-    last = curves.errors[-1]["step"] if curves.errors else 0
-    recent = [row["train_error"] for row in curves.steps if row["step"] > last]
-    return sum(recent) / len(recent)

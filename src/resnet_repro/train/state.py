@@ -17,6 +17,7 @@ import json
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,8 +28,11 @@ from resnet_repro.train.errors import CheckpointError
 
 @dataclass
 class Curves:
-    """What the stage writes as DVC plots: a row per log step (step, loss, train_error, lr,
-    images_per_second) and a row per evaluation (step, train_error, test_error)."""
+    """What the stage writes as DVC plots, and the report reads: a row per log step and a row per
+    evaluation, with these columns."""
+
+    STEP_COLUMNS: ClassVar[tuple[str, ...]] = ("step", "loss", "train_error", "lr", "images_per_second")
+    ERROR_COLUMNS: ClassVar[tuple[str, ...]] = ("step", "train_error", "test_error")
 
     steps: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
@@ -78,8 +82,10 @@ class TrainingState:
         atomic_write(Path(path), lambda temporary: torch.save(contents, temporary))
 
     @classmethod
-    def load(cls, path: Path) -> "TrainingState":
-        return cls._from_contents(path, _read(path))
+    def load(cls, path: Path, *, mmap: bool = False) -> "TrainingState":
+        """The state saved at `path`; with `mmap`, its tensors stay on disk until used (to see where a
+        checkpoint stands without reading a model's and an optimizer's worth of memory)."""
+        return cls._from_contents(path, _read(path, mmap=mmap))
 
     @classmethod
     def _from_contents(cls, path: Path, contents: dict) -> "TrainingState":
@@ -110,10 +116,10 @@ def resume_or_start(path: Path, fingerprint: str, *, quiet: bool = False) -> Tra
     return state
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path, mmap: bool = False) -> dict:
     """The contents of a checkpoint file: a dict with a fingerprint, whatever code wrote it."""
     try:
-        contents = torch.load(path, map_location="cpu", weights_only=True)
+        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several types for a damaged zip or pickle
         raise CheckpointError(f"{path}: checkpoint cannot be read ({error}); "
                               f"delete it to train from scratch") from error

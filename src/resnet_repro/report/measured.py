@@ -17,12 +17,11 @@ import numpy as np
 
 from resnet_repro import models
 from resnet_repro.data.errors import DataError
-from resnet_repro.layout import Layout
+from resnet_repro.layout import ERROR_CURVE, EVALUATION, RESPONSES, STEP_CURVE, TRAIN_SUMMARY, Layout
+from resnet_repro.train.state import Curves
 
-# What each stage writes (stages/train.py, stages/evaluate.py) and the report reads.
+# The keys the report needs of what the train and evaluate stages write (stages/train.py, stages/evaluate.py).
 TRAIN_KEYS = ("iterations", "final_train_error")
-CURVE_COLUMNS = ("step", "train_error")
-ERRORS_COLUMNS = ("step", "test_error")
 RESPONSE_KEYS = ("layer", "std")
 
 # Evaluation views an eval.json may hold, as key infixes: `<split>_<infix>top1_error`.
@@ -35,8 +34,8 @@ class Run:
     seed: int
     evaluation: dict  # eval.json
     training: dict  # train.json
-    curve: dict[str, np.ndarray]  # curve.tsv, one array per column (fractions)
-    errors: dict[str, np.ndarray]  # errors.tsv
+    curve: dict[str, np.ndarray]  # curve.tsv (layout.STEP_CURVE), one array per column (fractions)
+    errors: dict[str, np.ndarray]  # errors.tsv (layout.ERROR_CURVE)
     responses: list[dict]  # responses.json
 
     @property
@@ -98,20 +97,20 @@ def read_tsv(path: Path, columns: tuple[str, ...], variant: str, seed: int) -> d
 
 def read_run(layout: Layout, variant: str, seed: int) -> Run:
     directory = layout.metrics_dir(variant, seed)
-    evaluation = read_json(directory / "eval.json", variant, seed, "evaluate")
-    _require_keys(directory / "eval.json", evaluation, ())
+    evaluation = read_json(directory / EVALUATION, variant, seed, "evaluate")
+    _require_keys(directory / EVALUATION, evaluation, ())
     if "test_top1_error" not in evaluation and "val_top1_error" not in evaluation:
-        raise DataError(f"{directory / 'eval.json'}: neither 'test_top1_error' nor 'val_top1_error' is present")
-    training = read_json(directory / "train.json", variant, seed, "train")
-    _require_keys(directory / "train.json", training, TRAIN_KEYS)
-    responses = read_json(directory / "responses.json", variant, seed, "evaluate")
+        raise DataError(f"{directory / EVALUATION}: neither 'test_top1_error' nor 'val_top1_error' is present")
+    training = read_json(directory / TRAIN_SUMMARY, variant, seed, "train")
+    _require_keys(directory / TRAIN_SUMMARY, training, TRAIN_KEYS)
+    responses = read_json(directory / RESPONSES, variant, seed, "evaluate")
     if not isinstance(responses, list) or not responses:
-        raise DataError(f"{directory / 'responses.json'}: expected a non-empty list of layers")
+        raise DataError(f"{directory / RESPONSES}: expected a non-empty list of layers")
     for index, row in enumerate(responses):
-        _require_keys(directory / "responses.json", row, RESPONSE_KEYS, f" [{index}]")
+        _require_keys(directory / RESPONSES, row, RESPONSE_KEYS, f" [{index}]")
     return Run(variant=variant, seed=seed, evaluation=evaluation, training=training,
-               curve=read_tsv(directory / "curve.tsv", CURVE_COLUMNS, variant, seed),
-               errors=read_tsv(directory / "errors.tsv", ERRORS_COLUMNS, variant, seed),
+               curve=read_tsv(directory / STEP_CURVE, Curves.STEP_COLUMNS, variant, seed),
+               errors=read_tsv(directory / ERROR_CURVE, Curves.ERROR_COLUMNS, variant, seed),
                responses=sorted(responses, key=lambda row: row["layer"]))
 
 

@@ -1,7 +1,7 @@
 """Open the MLflow UI's compare view of a study's runs in headless Chromium and check that it plots test
-error against depth for every run.
+error against depth for every run: the harness of tests/test_mlflow_ui.py, which also runs on a real study.
 
-    python scripts/check_mlflow_ui.py --study cifar-degradation-cpu --experiment resnet-repro-cifar10-cpu \
+    python tests/check_mlflow_ui.py --study cifar-degradation-cpu --experiment resnet-repro-cifar10-cpu \
         --screenshot reports/mlflow-compare.png
 
 It starts `mlflow server` on a free loopback port against the project's mlflow.db and opens the compare
@@ -19,22 +19,17 @@ import argparse
 import html
 import json
 import math
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow import MlflowClient
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-STUDY_RUN_TAG = "study_run"  # resnet_repro.tracking.runs.STUDY_RUN_TAG
+from resnet_repro.tracking.runs import STUDY_RUN_TAG
+from resnet_repro.tracking.server import TrackingServerError, tracking_server
+
 # What the plots show, as the train stage (params) and the evaluate stage (metric) log them. The variant
 # labels each line of the parallel coordinates plot.
 VARIANT_PARAM = "model.variant"
@@ -71,38 +66,6 @@ def study_runs(client: MlflowClient, experiment: str, study: str) -> tuple[str, 
     for run in children:
         newest.setdefault(run.info.run_name, run.info.run_id)
     return found.experiment_id, {run_id: name for name, run_id in newest.items()}
-
-
-@contextmanager
-def mlflow_server(tracking_uri: str, log_path: Path, startup_seconds: float = 120):
-    """`mlflow server` on a free 127.0.0.1 port until the block ends; yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", tracking_uri,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_seconds
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"mlflow server did not start; its log:\n{log_path.read_text()[-2000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def check_compare_view(url: str, experiment_id: str, runs: dict[str, str], screenshot: Path,
@@ -229,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     experiment_id, runs = study_runs(MlflowClient(tracking_uri), args.experiment, args.study)
     if not runs:
         raise SystemExit(f"study {args.study!r} has no runs in experiment {args.experiment!r}")
-    with mlflow_server(tracking_uri, args.screenshot.with_suffix(".server.log")) as url:
-        missing = check_compare_view(url, experiment_id, runs, args.screenshot)
+    try:
+        with tracking_server(tracking_uri, args.screenshot.with_suffix(".server.log")) as url:
+            missing = check_compare_view(url, experiment_id, runs, args.screenshot)
+    except TrackingServerError as error:
+        raise SystemExit(str(error)) from None
     plotted = [name for name in runs.values() if name not in missing]
     print(json.dumps({"plotted": plotted, "missing": missing, "screenshot": str(args.screenshot)}))
     return 1 if missing else 0
