@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 
 import resnet_repro
-from local_servers import VENV_BIN, free_port, mlflow_env, running
+from local_servers import VENV_BIN, mlflow_env, running
 from resnet_repro.artifacts import save_trained
 from resnet_repro.models import build
 from resnet_repro.tracking.registry import predict, register_model
 from resnet_repro.tracking.runs import TrainingRun
+from resnet_repro.tracking.server import free_port
 from resnet_repro.tracking.serving import class_probabilities
 
 pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier

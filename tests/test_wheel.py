@@ -23,10 +23,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from local_servers import free_port, static_files
+from local_servers import static_files
 from projects import run
 from resnet_repro.cli import main
 from resnet_repro.models import build, weights
+from resnet_repro.tracking.server import free_port
 
 pytestmark = pytest.mark.pipeline
 
