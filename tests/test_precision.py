@@ -15,7 +15,7 @@ from test_loop import CPU, FixedBatches, train_params
 
 from resnet_repro import device, models
 from resnet_repro.device import autocast_dtype, cpu_has_native_bf16, resolve_device
-from resnet_repro.train.loop import Hooks, fit
+from resnet_repro.train.loop import Hooks, TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
 from resnet_repro.train.state import TrainingState, resume_or_start
@@ -49,8 +49,8 @@ def train(params, loader: FixedBatches, state: TrainingState | None = None) -> t
         if isinstance(module, torch.nn.Conv2d):
             module.register_forward_hook(lambda module, inputs, output: conv_dtypes.add(output.dtype))
     checkpoints = []
-    fit(model, optimizer_for(model, params), PaperSchedule(params, depth=8), loader, params, CPU, state=state,
-        hooks=Hooks(on_checkpoint=lambda saved: checkpoints.append(copy.deepcopy(saved))))
+    fit(TrainingStep(model, optimizer_for(model, params), params, CPU), PaperSchedule(params, depth=8), loader, params,
+        state=state, hooks=Hooks(on_checkpoint=lambda saved: checkpoints.append(copy.deepcopy(saved))))
     return model.state_dict(), checkpoints, conv_dtypes
 
 
