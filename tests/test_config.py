@@ -64,8 +64,8 @@ def test_bad_value_names_key_path_and_value(raw, dotted, value, expected):
 
 @pytest.mark.parametrize("dataset, variants, expected", [
     ("cifar10", ["resnet18"], "params.yaml: study.variants: resnet18 is an ImageNet net (7x7 stride-2 stem and "
-                              "max-pool, for 224-pixel images); on CIFAR-10 use resnet18-cifar, the same net with a 3x3 "
-                              "stem"),
+                              "max-pool, for 224-pixel images); on CIFAR-10 use resnet18-cifar, the same net with a "
+                              "3x3 stem"),
     ("cifar10", ["plain20", "resnet34-c"], "resnet34-c is an ImageNet net (7x7 stride-2 stem and max-pool, for "
                                            "224-pixel images); on CIFAR-10 use resnet34-c-cifar"),
     ("imagefolder", ["resnet18-cifar"], "params.yaml: study.variants: resnet18-cifar is a CIFAR-10 net (3x3 stem, "

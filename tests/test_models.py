@@ -449,7 +449,7 @@ def test_response_modules_are_every_3x3_layer_in_forward_order():
 # Every kind, the ways it is run
 
 
-@pytest.mark.slow  # 28 nets, two with over a thousand layers: the kinds above run in the default suite
+@pytest.mark.slow  # 30 nets, two with over a thousand layers: the kinds above run in the default suite
 def test_every_listed_name_builds_and_runs_on_cpu():
     for name in names():
         s = spec(name)
@@ -458,7 +458,7 @@ def test_every_listed_name_builds_and_runs_on_cpu():
         # ResNet-1202's activations overflow.
         model = build(name).train()
         # Half the small input (every stage still sees at least 2x2 positions): this is about
-        # building and running all 28 nets, two with over a thousand layers.
+        # building and running all 30 nets, two with over a thousand layers.
         size = SMALL_INPUT[s.dataset] // 2
         with torch.no_grad():
             logits = model(torch.randn(2, 3, size, size))

@@ -164,7 +164,8 @@ def test_the_loop_feeds_the_validation_error_to_the_schedule_every_eval_every_an
 
 def cosine_recipe(raw: dict) -> dict:
     """params.yaml with the cifar-cosine recipe written in, as `resnet-repro recipe select cifar-cosine` does."""
-    return with_train(raw, **{key.removeprefix("train."): value for key, value in recipe_settings("cifar-cosine").items()})
+    recipe = recipe_settings("cifar-cosine")
+    return with_train(raw, **{key.removeprefix("train."): value for key, value in recipe.items()})
 
 
 def test_cosine_recipe_is_200_epochs_at_lr_0_1_with_weight_decay_5e_4(raw):

@@ -255,3 +255,27 @@ def test_report_is_logged_to_the_study_parent_run(cifar_report, store):
     figures = {entry.path for entry in client.list_artifacts(parent.info.run_id, "figures")}
     assert "figures/training_curves.png" in figures
     assert parent.data.metrics["resnet20.top1_error_mean"] == pytest.approx(8.7)
+
+
+def test_nets_the_paper_lacks_get_rows_without_its_numbers_and_pair_only_with_their_plain_twin(tmp_path, store):
+    """ImageNet's ResNet-18 and ResNet-50 with the CIFAR stem beside the paper's CIFAR nets: no paper number for
+    them, and plain-vs-residual pairs and depth trends never mix the two designs, though depths 18-56 interleave
+    and 50 is both."""
+    layout = Layout(tmp_path, "cifar10")
+    errors = {"plain20": 0.10, "plain56": 0.13, "resnet20": 0.09, "plain18-cifar": 0.08, "resnet18-cifar": 0.06,
+              "cifar-plain50": 0.12, "resnet50-cifar": 0.05}
+    for variant, error in errors.items():
+        write_run(layout, variant, 0, error, error / 2, layers=16)
+    rows = {row["variant"]: row for row in write_report(cifar_params(tmp_path, variants=errors, seeds=(0,)), layout)}
+    report = json.loads((layout.reports_dir / "study.json").read_text())
+    markdown = (layout.reports_dir / "study.md").read_text()
+    for variant in ("plain18-cifar", "resnet18-cifar", "resnet50-cifar"):
+        assert rows[variant]["paper_top1_error"] is None and rows[variant]["difference_top1"] is None
+    assert table_line(markdown, "ResNet-18 (CIFAR stem)")[6:] == ["-", "-", "-"]
+    assert [(pair["plain"], pair["residual"]) for pair in report["plain_vs_residual"]] == [
+        ("plain18-cifar", "resnet18-cifar"), ("plain20", "resnet20")]  # not cifar-plain50 with resnet50-cifar
+    section = markdown[markdown.index("## Plain vs residual"):]
+    assert table_line(section, "18")[1:6] == ["plain-18 (CIFAR stem)", "ResNet-18 (CIFAR stem)", "8.00", "6.00",
+                                              "+2.00"]
+    trends = {trend["family"]: (trend["deep"], trend["shallow"]) for trend in report["depth_trends"]}
+    assert trends == {"plain": ("plain56", "plain20"), "residual": ("resnet50-cifar", "resnet18-cifar")}

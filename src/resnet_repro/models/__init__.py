@@ -7,7 +7,7 @@
     build("resnet20", weights="cifar10")  # trained by this project, published in results/
     spec("resnet110-b")                # what a name builds, without building it
     ResNet(spec("resnet110-b"))        # what build("resnet110-b") does
-    names()                            # the nets of the papers
+    names()                            # the nets of the papers, and resnet18-cifar with its plain twin
 
 Module names are torchvision's: `build("resnet50", stride_placement="v1.5")` loads the state dict of
 `torchvision.models.resnet50()` as it is.

@@ -161,9 +161,9 @@ def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int
     # Three stages of n blocks, plus the first conv and the fc.
     n, rest = divmod(depth - 2, 3 * layers_per_block)
     if rest or n < 1:
-        # `cifar-resnet18` is a likely slip for ImageNet's ResNet-18 on CIFAR-10.
-        hint = f"ImageNet's {depth} layers with the CIFAR stem are {_PREFIX[family]}{depth}-cifar; " if (
-            depth in IMAGENET_STAGES) else ""
+        hint = ""
+        if depth in IMAGENET_STAGES:  # `cifar-resnet18` is a likely slip for ImageNet's ResNet-18 on CIFAR-10
+            hint = f"ImageNet's {depth} layers with the CIFAR stem are {_PREFIX[family]}{depth}{CIFAR_STEM_SUFFIX}; "
         raise ValueError(f"unknown model {name!r}: {hint}{_FORMS}")
     return block, (n, n, n)
 
