@@ -63,6 +63,30 @@ def test_bad_value_names_key_path_and_value(raw, dotted, value, expected):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("dataset, variants, expected", [
+    ("cifar10", ["resnet18"], "params.yaml: study.variants: resnet18 is an ImageNet net (7x7 stride-2 stem and "
+                              "max-pool, for 224-pixel images); on CIFAR-10 use resnet18-cifar, the same net with a "
+                              "3x3 stem"),
+    ("cifar10", ["plain20", "resnet34-c"], "resnet34-c is an ImageNet net (7x7 stride-2 stem and max-pool, for "
+                                           "224-pixel images); on CIFAR-10 use resnet34-c-cifar"),
+    ("imagefolder", ["resnet18-cifar"], "params.yaml: study.variants: resnet18-cifar is a CIFAR-10 net (3x3 stem, "
+                                        "for 32-pixel images); on an image folder use resnet18, the same net with "
+                                        "ImageNet's stem"),
+    ("imagefolder", ["resnet18", "resnet20"], "resnet20 is a CIFAR-10 net (3x3 stem, for 32-pixel images) with no "
+                                              "ImageNet version; an image folder trains the ImageNet nets: resnet18, "),
+])  # fmt: skip
+def test_a_net_made_for_the_other_image_size_is_refused_naming_the_one_to_use(raw, dataset, variants, expected):
+    changed = with_value(raw, "study.variants", variants)
+    if dataset == "imagefolder":
+        changed = with_value(with_value(changed, "data.dataset", "imagefolder"), "data.root", "photos")
+    with pytest.raises(ConfigError) as error:
+        parse_params(changed, "params.yaml")
+    assert expected in str(error.value) and "\n" not in str(error.value)
+    # The net it names is accepted.
+    named = "resnet18-cifar" if dataset == "cifar10" else "resnet18"
+    assert parse_params(with_value(changed, "study.variants", [named])).study.variants == [named]
+
+
 def test_cifar_depth_must_be_6n_plus_2(raw):
     with pytest.raises(ConfigError, match=r"resnet21.*6n\+2"):
         parse_params(with_value(raw, "study.variants", ["resnet21"]))

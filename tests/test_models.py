@@ -22,6 +22,7 @@ from resnet_repro.models import (
     build,
     count_flops,
     count_params,
+    counterpart,
     describe,
     names,
     response_modules,
@@ -32,6 +33,17 @@ from resnet_repro.models import (
 TABLE6_PARAMS = [(20, "0.27"), (32, "0.46"), (44, "0.66"), (56, "0.85"), (110, "1.7"), (1202, "19.4")]
 TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
 TABLE1_MULT_ADDS = {18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
+# ImageNet's ResNet-18 with a 3x3/64 stem and a 10-way fc, as PyTorch's CIFAR-10 code writes it: torchvision's
+# 11,689,512 less the 7x7 conv1 (9,408) and the 1000-way fc (513,000), plus a 3x3 conv1 (1,728) and a
+# 10-way fc (5,130). Multiply-adds at 32x32: conv1 32*32*64*27; layer1 four 64->64 3x3 convs at 32x32; each
+# later stage a first 3x3 conv from half the channels, three 3x3 convs and a 1x1 projection, all at 128
+# (16x16), 256 (8x8) or 512 (4x4) channels, which cost the same at each stage; and the fc.
+RESNET18_CIFAR_PARAMS = 11_689_512 - 9_408 - 513_000 + 1_728 + 5_130
+STAGE_MULT_ADDS = 16 * 16 * 128 * (64 * 9 + 3 * 128 * 9 + 64)
+RESNET18_CIFAR_MULT_ADDS = 32 * 32 * 64 * 27 + 4 * 32 * 32 * 64 * 64 * 9 + 3 * STAGE_MULT_ADDS + 512 * 10
+# The plain twin: the same layers without the three projections (1x1 conv and BN) and their multiply-adds.
+PROJECTION_PARAMS = sum(c * 2 * c + 2 * 2 * c for c in (64, 128, 256))
+PROJECTION_MULT_ADDS = 3 * 16 * 16 * 128 * 64
 
 # One listed net of each kind the zoo builds, with the options that make the kind.
 KINDS = {
@@ -47,6 +59,8 @@ KINDS = {
     "imagenet-bottleneck-v1.5": ("resnet50", {"stride_placement": "v1.5"}),
     "imagenet-option-c": ("resnet34-c", {}),
     "imagenet-preact": ("preact-resnet50", {}),
+    "cifar-stem-imagenet-basic": ("resnet18-cifar", {}),
+    "cifar-stem-imagenet-plain": ("plain18-cifar", {}),
 }
 # ImageNet nets are fully convolutional (adaptive pooling): 64x64 exercises every layer for 1/12 of
 # the cost of 224x224 where a test is about mechanics, not FLOPs.
@@ -121,6 +135,16 @@ def test_imagenet_params_match_torchvision_and_flops_match_table1(depth):
     assert describe(f"resnet{depth}", stride_placement="v1.5")["params"] == TORCHVISION_PARAMS[depth]
 
 
+def test_resnet18_cifar_has_the_counts_of_imagenets_resnet18_with_a_cifar_stem():
+    assert RESNET18_CIFAR_PARAMS == 11_173_962  # the count PyTorch's CIFAR-10 code prints for it
+    row = describe("resnet18-cifar")
+    assert (row["params"], row["flops"]) == (RESNET18_CIFAR_PARAMS, RESNET18_CIFAR_MULT_ADDS)
+    assert count_params(build("resnet18-cifar")) == RESNET18_CIFAR_PARAMS
+    plain = describe("plain18-cifar")
+    assert plain["params"] == RESNET18_CIFAR_PARAMS - PROJECTION_PARAMS
+    assert plain["flops"] == RESNET18_CIFAR_MULT_ADDS - PROJECTION_MULT_ADDS
+
+
 def test_v15_resnet50_costs_about_4_1e9_multiply_adds():
     assert describe("resnet50", stride_placement="v1.5")["flops"] == pytest.approx(4.1e9, rel=0.01)
 
@@ -180,6 +204,55 @@ def test_torchvision_state_dict_gives_the_same_logits(depth):
         expected = reference(images)
         atol = 1e-5 * expected.abs().max().item()
         torch.testing.assert_close(model(images), expected, rtol=1e-4, atol=atol)
+
+
+def _torchvision_resnet18_cifar() -> nn.Module:
+    """ResNet-18 for CIFAR-10 as PyTorch users write it: torchvision's, with a 3x3/64 stride-1 conv1 and no max-pool."""
+    reference = torchvision.models.resnet18(num_classes=10)
+    reference.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    reference.maxpool = nn.Identity()
+    return reference
+
+
+def test_resnet18_cifar_is_torchvisions_resnet18_with_a_cifar_stem():
+    torch.manual_seed(0)
+    reference = _torchvision_resnet18_cifar().eval()
+    with torch.no_grad():  # BNs that are not the identity, as above
+        for bn in (m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    model = build("resnet18-cifar").eval()
+    model.load_state_dict(reference.state_dict())  # strict: every key, both ways
+    assert list(model.state_dict()) == list(reference.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = reference(images)
+        torch.testing.assert_close(model(images), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    assert count_flops(model, 32) == count_flops(reference, 32)
+
+
+def test_resnet18_cifar_keeps_32x32_images_whole_until_its_stages_halve_them():
+    model, plain = build("resnet18-cifar"), build("plain18-cifar")
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and model.maxpool is None
+    sizes = []
+    for layer in model.layers:
+        layer.register_forward_hook(lambda _module, _inputs, output: sizes.append(tuple(output.shape[1:])))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert sizes == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)]
+    # Projections (option B) where the shape changes, nothing elsewhere; the plain twin has the same blocks.
+    downsamples = [b.downsample for b in model.modules() if isinstance(b, Block)]
+    assert [d is not None for d in downsamples] == [False, False, True, False, True, False, True, False]
+    assert all(isinstance(d[0], nn.Conv2d) and d[0].kernel_size == (1, 1) for d in downsamples if d is not None)
+    assert not any(b.residual for b in plain.modules() if isinstance(b, Block))
+    assert spec("plain18-cifar").blocks_per_stage == spec("resnet18-cifar").blocks_per_stage == (2, 2, 2, 2)
+    # ImageNet's stem would leave a 32x32 image 1x1 in the last stage: the reason for the -cifar nets.
+    imagenet_sizes = []
+    imagenet = build("resnet18", num_classes=10)
+    imagenet.layer4.register_forward_hook(lambda _m, _i, output: imagenet_sizes.append(tuple(output.shape[2:])))
+    imagenet(torch.randn(2, 3, 32, 32))
+    assert imagenet_sizes == [(1, 1)]
 
 
 # Structure and initialisation
@@ -286,6 +359,23 @@ def test_listed_names_are_canonical_and_aliases_resolve():
     assert (cifar50.name, cifar50.dataset, cifar50.block) == ("cifar-resnet50", "cifar10", "basic")
     assert spec("preact-resnet110").block == "basic" and spec("preact-resnet164").block == "bottleneck"
     assert spec("plain20").shortcut is None and spec("resnet34-c").shortcut == "C"
+    # An ImageNet name with -cifar: Table 1's stages, CIFAR-10's stem, classes and input size, option B.
+    cifar18 = spec("resnet18-cifar")
+    assert (cifar18.dataset, cifar18.num_classes, cifar18.input_size, cifar18.shortcut) == ("cifar10", 10, 32, "B")
+    assert (cifar18.widths, cifar18.block) == (spec("resnet18").widths, "basic")
+    assert spec("resnet18-cifar", shortcut="A").name == "resnet18-a-cifar" == spec("resnet18-a-cifar").name
+    assert spec("resnet50-cifar").block == "bottleneck" and spec("resnet50-cifar").name != spec("cifar-resnet50").name
+
+
+def test_counterpart_is_the_same_net_for_the_other_image_size():
+    assert counterpart("resnet18") == "resnet18-cifar" and counterpart("resnet18-cifar") == "resnet18"
+    assert counterpart("plain34") == "plain34-cifar" and counterpart("resnet34-c") == "resnet34-c-cifar"
+    assert counterpart("resnet20") is None and counterpart("cifar-resnet50") is None
+    for name in ("resnet18", "plain34", "resnet50", "preact-resnet152"):
+        imagenet, cifar = spec(name), spec(counterpart(name))
+        assert (imagenet.blocks_per_stage, imagenet.widths, imagenet.block, imagenet.shortcut) == \
+            (cifar.blocks_per_stage, cifar.widths, cifar.block, cifar.shortcut)
+        assert (imagenet.dataset, cifar.dataset) == ("imagenet", "cifar10")
 
 
 @pytest.mark.parametrize(
@@ -293,7 +383,10 @@ def test_listed_names_are_canonical_and_aliases_resolve():
     [
         ("resnet21", "CIFAR depths are 6n+2 (20, 32, 44, 56, 110, 1202, ...)"),
         ("vgg16", "ImageNet: resnet18, resnet34, resnet50, resnet101, resnet152"),
-        ("cifar-resnet18", "cifar-resnet50"),
+        ("cifar-resnet18", "ImageNet's 18 layers with the CIFAR stem are resnet18-cifar"),
+        ("resnet20-cifar", "-cifar puts the CIFAR stem on an ImageNet net, whose depths are 18, 34, 50, 101, 152"),
+        ("cifar-resnet18-cifar", "a cifar- prefix names a net of Section 4.2, a -cifar suffix an ImageNet net"),
+        ("plain18-b-cifar", "plain nets have no shortcuts"),
         ("preact-resnet120", "9n+2 above 110"),
         ("resnet20-d", "[-a|-b|-c]"),
         ("plain20-b", "plain nets have no shortcuts"),
@@ -356,7 +449,7 @@ def test_response_modules_are_every_3x3_layer_in_forward_order():
 # Every kind, the ways it is run
 
 
-@pytest.mark.slow  # 28 nets, two with over a thousand layers: the kinds above run in the default suite
+@pytest.mark.slow  # 30 nets, two with over a thousand layers: the kinds above run in the default suite
 def test_every_listed_name_builds_and_runs_on_cpu():
     for name in names():
         s = spec(name)
@@ -365,7 +458,7 @@ def test_every_listed_name_builds_and_runs_on_cpu():
         # ResNet-1202's activations overflow.
         model = build(name).train()
         # Half the small input (every stage still sees at least 2x2 positions): this is about
-        # building and running all 28 nets, two with over a thousand layers.
+        # building and running all 30 nets, two with over a thousand layers.
         size = SMALL_INPUT[s.dataset] // 2
         with torch.no_grad():
             logits = model(torch.randn(2, 3, size, size))
@@ -503,9 +596,10 @@ def cifar_counts_by_hand(n: int) -> tuple[int, int]:
 def test_models_command_prints_table_and_json(capsys):
     params, flops = cifar_counts_by_hand(3)
     assert (params, flops) == (269_722, 40_551_040)  # what the table below prints; Table 6 says 0.27M
-    assert cli.main(["models", "resnet20", "cifar-resnet50"]) == 0
+    assert cli.main(["models", "resnet20", "cifar-resnet50", "resnet18-cifar"]) == 0
     table = capsys.readouterr().out
     assert "resnet20" in table and "269,722" in table and "40.6M" in table
+    assert "11,173,962" in table.splitlines()[3] and "555.4M" in table.splitlines()[3]
     assert cli.main(["models", "--json", "resnet20", "plain20"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["params"], r["flops"]) for r in rows] == [("resnet20", params, flops),

@@ -4,13 +4,15 @@ import copy
 import math
 
 import pytest
+import torch
 import yaml
 from test_config import PROJECT_PARAMS
 from test_loop import FixedBatches, make_run, train_params
 
 from resnet_repro.config import ConfigError, load_params, parse_params
 from resnet_repro.train.loop import Hooks, fit
-from resnet_repro.train.recipe import RECIPES, PaperSchedule
+from resnet_repro.train.recipe import RECIPES, PaperSchedule, recipe_settings
+from resnet_repro.train.state import resume_or_start
 
 
 @pytest.fixture
@@ -104,7 +106,9 @@ def test_selecting_a_recipe_leaves_a_broken_params_file_untouched(tmp_path):
 @pytest.mark.parametrize("train, message", [
     ({"recipe": "cifar"}, "params.yaml: train.recipe: unknown key"),
     ({"schedule": "plateau", "eval_every": 0}, "params.yaml: train.eval_every = 0: the plateau schedule needs"),
-    ({"schedule": "cosine"}, "params.yaml: train.schedule = 'cosine': "),
+    ({"schedule": "linear"}, "params.yaml: train.schedule = 'linear': "),
+    ({"schedule": "cosine"}, "params.yaml: train.milestones = [32000, 48000]: the cosine schedule lowers the lr "
+                             "every iteration and has no milestones; set train.milestones to []"),
     ({"plateau_patience": 0}, "params.yaml: train.plateau_patience = 0: "),
     ({"iterations": 40_000}, "params.yaml: train.milestones = [32000, 48000]: [48000] not below train.iterations = 40000"),
     ({"iterations": 300, "milestones": [150], "linear_warmup_iterations": 400},
@@ -156,3 +160,66 @@ def test_the_loop_feeds_the_validation_error_to_the_schedule_every_eval_every_an
     lrs = {step: metrics["lr"] for step, metrics in logged if "lr" in metrics}
     assert lrs[2] == 0.05 and math.isclose(lrs[6], 0.005) and math.isclose(lrs[8], 0.0005)
     assert checkpoints[-1]["plateau_decays"] == 3
+
+
+def cosine_recipe(raw: dict) -> dict:
+    """params.yaml with the cifar-cosine recipe written in, as `resnet-repro recipe select cifar-cosine` does."""
+    recipe = recipe_settings("cifar-cosine")
+    return with_train(raw, **{key.removeprefix("train."): value for key, value in recipe.items()})
+
+
+def test_cosine_recipe_is_200_epochs_at_lr_0_1_with_weight_decay_5e_4(raw):
+    train = parse_params(cosine_recipe(raw)).train
+    # 200 epochs of the 50k training images in whole batches of 128 (the last partial batch is dropped).
+    assert train.iterations == 200 * (50_000 // 128) == 78_000
+    assert (train.batch_size, train.lr, train.momentum, train.weight_decay) == (128, 0.1, 0.9, 5e-4)
+    assert (train.schedule, train.milestones, train.linear_warmup_iterations) == ("cosine", [], 0)
+    assert not PaperSchedule(train, depth=110).warming_up  # no constant warm-up, even for the deepest nets
+
+
+def test_cosine_schedule_falls_from_lr_to_zero_along_half_a_cosine(raw):
+    train = parse_params(cosine_recipe(raw)).train
+    schedule = PaperSchedule(train, depth=18)
+    assert schedule.lr(0) == 0.1
+    assert schedule.lr(19_500) == pytest.approx(0.05 * (1 + math.sqrt(0.5)))  # a quarter of the way
+    assert schedule.lr(39_000) == pytest.approx(0.05)  # half way
+    assert 0 < schedule.lr(77_999) < 1e-9  # the last step still trains, barely
+    lrs = [schedule.lr(i) for i in range(0, 78_000, 100)]
+    assert all(later < earlier for earlier, later in zip(lrs, lrs[1:]))
+    assert not any(schedule.observe_validation(i, 0.5) for i in range(10))  # no plateau decays
+    # With the linear warm-up, the ramp multiplies the cosine.
+    ramped = PaperSchedule(parse_params(with_train(cosine_recipe(raw), linear_warmup_iterations=100)).train, 18)
+    assert ramped.lr(49) == pytest.approx(0.5 * schedule.lr(49)) and ramped.lr(100) == schedule.lr(100)
+
+
+def test_a_cosine_run_resumed_from_its_checkpoint_follows_the_same_lr_and_ends_the_same(tmp_path):
+    train = train_params(10, schedule="cosine", milestones=[])
+    model, optimizer, schedule = make_run(train)
+    uninterrupted = fit(model, optimizer, schedule, FixedBatches(), train, CPU)
+    # A logged lr is the one the last step used: iteration s - 1 at step s.
+    assert [row["lr"] for row in uninterrupted.curves.steps] == \
+        pytest.approx([0.025 * (1 + math.cos(math.pi * (step - 1) / 10)) for step in (2, 4, 6, 8, 10)])
+    weights = model.state_dict()
+    checkpoints = []
+    model, optimizer, schedule = make_run(train)
+    fit(model, optimizer, schedule, FixedBatches(), train, CPU,
+        hooks=Hooks(on_checkpoint=lambda state: checkpoints.append(copy.deepcopy(state))))
+    path = tmp_path / "checkpoint.pt"
+    next(state for state in checkpoints if state.iteration == 6).save(path)
+    model, optimizer, schedule = make_run(train)
+    resumed = fit(model, optimizer, schedule, FixedBatches(), train, CPU, state=resume_or_start(path, fingerprint=""))
+    assert [row["lr"] for row in resumed.curves.steps] == [row["lr"] for row in uninterrupted.curves.steps]
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, model.state_dict()[name]), name
+
+
+def test_selecting_the_cosine_recipe_writes_it_and_the_paper_recipe_comes_back(tmp_path):
+    from resnet_repro.cli import main
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(PROJECT_PARAMS.read_text())
+    assert main(["recipe", "select", "cifar-cosine", "--params", str(params_file)]) == 0
+    train = load_params(params_file).train
+    assert {key: getattr(train, key) for key in RECIPES["cifar-cosine"]} == RECIPES["cifar-cosine"]
+    assert main(["recipe", "select", "cifar", "--params", str(params_file)]) == 0
+    assert load_params(params_file).train == load_params(PROJECT_PARAMS).train

@@ -349,3 +349,35 @@ def test_a_study_without_the_nets_a_claim_needs_marks_it_not_tested(tmp_path, st
     assert {claims[c]["verdict"] for c in ("C1", "C2", "C3", "C4", "C5")} == {"not tested"}
     assert claims["C3"]["reason"] == "the study lacks a plain and a residual net of the same depth (ResNet-20)"
     assert claims["metrics"] == {"resnet20": pytest.approx(35.0)}  # no claim measured, no margin
+
+
+def test_nets_the_paper_lacks_get_rows_without_its_numbers_and_pair_only_with_their_plain_twin(tmp_path, store):
+    """ImageNet's ResNet-18 and ResNet-50 with the CIFAR stem beside the paper's CIFAR nets: no paper number for
+    them, and plain-vs-residual pairs and depth trends never mix the two designs, though depths 18-56 interleave
+    and 50 is both."""
+    layout = Layout(tmp_path, "cifar10")
+    errors = {"plain20": 0.10, "plain56": 0.13, "resnet20": 0.09, "plain18-cifar": 0.08, "resnet18-cifar": 0.06,
+              "cifar-plain50": 0.12, "resnet50-cifar": 0.05}
+    for variant, error in errors.items():
+        write_run(layout, variant, 0, error, error / 2, layers=16)
+    rows = {row["variant"]: row for row in write_report(cifar_params(tmp_path, variants=errors, seeds=(0,)), layout)}
+    report = json.loads((layout.reports_dir / "study.json").read_text())
+    markdown = (layout.reports_dir / "study.md").read_text()
+    for variant in ("plain18-cifar", "resnet18-cifar", "resnet50-cifar"):
+        assert rows[variant]["paper_top1_error"] is None and rows[variant]["difference_top1"] is None
+    assert table_line(markdown, "ResNet-18 (CIFAR stem)")[6:] == ["-", "-", "-"]
+    assert [(pair["plain"], pair["residual"]) for pair in report["plain_vs_residual"]] == [
+        ("plain18-cifar", "resnet18-cifar"), ("plain20", "resnet20")]  # not cifar-plain50 with resnet50-cifar
+    section = markdown[markdown.index("## Plain vs residual"):]
+    assert table_line(section, "18")[1:6] == ["plain-18 (CIFAR stem)", "ResNet-18 (CIFAR stem)", "8.00", "6.00",
+                                              "+2.00"]
+    trends = {trend["family"]: (trend["deep"], trend["shallow"]) for trend in report["depth_trends"]}
+    assert trends == {"plain": ("plain56", "plain20"), "residual": ("resnet50-cifar", "resnet18-cifar")}
+
+
+def test_claims_compare_nets_of_one_design(tmp_path, store):
+    """ImageNet's ResNet-18 with the CIFAR stem beside the paper's CIFAR nets: the claims judge the paper's
+    nets (the design most of the study has), never plain-18 (CIFAR stem) against plain-56."""
+    runs = {**FOUR_NETS, "plain18-cifar": (0.30, 0.28), "resnet18-cifar": (0.25, 0.24)}
+    claims = claims_of(tmp_path, runs, layers=16)
+    assert claims["C1"]["nets"] == ["plain56", "plain20"] and claims["C3"]["nets"] == ["plain56", "resnet56"]

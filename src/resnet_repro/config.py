@@ -122,8 +122,9 @@ class TrainParams(Section):
     momentum: Annotated[float, Field(ge=0, lt=1)]
     weight_decay: Annotated[float, Field(ge=0)]
     # steps: divide by 1/lr_decay at each milestone. plateau: also whenever the validation error (every
-    # eval_every) has not improved by plateau_threshold for plateau_patience measurements.
-    schedule: Literal["steps", "plateau"]
+    # eval_every) has not improved by plateau_threshold for plateau_patience measurements. cosine (not the
+    # paper's): from lr down to 0 along half a cosine over the iterations, no milestones.
+    schedule: Literal["steps", "plateau", "cosine"]
     milestones: list[PositiveInt]
     lr_decay: Probability
     warmup_min_depth: PositiveInt
@@ -184,6 +185,13 @@ class TrainParams(Section):
         if self.linear_warmup_iterations > self.iterations:
             raise ValueError(f"train.linear_warmup_iterations = {self.linear_warmup_iterations}: longer than "
                              f"train.iterations = {self.iterations}")
+        return self
+
+    @model_validator(mode="after")
+    def _cosine_has_no_milestones(self) -> "TrainParams":
+        if self.schedule == "cosine" and self.milestones:
+            raise ValueError(f"train.milestones = {self.milestones}: the cosine schedule lowers the lr every "
+                             "iteration and has no milestones; set train.milestones to []")
         return self
 
     @model_validator(mode="after")
@@ -257,6 +265,28 @@ class Params(Section):
     evaluate: EvaluateParams
     study: StudyParams
     mlflow: MlflowParams
+
+    @model_validator(mode="after")
+    def _nets_fit_dataset(self) -> "Params":
+        """A net's stem is made for one image size: ImageNet's 7x7 stride-2 conv and max-pool leave a
+        32x32 image 8x8 before the first stage and 1x1 in the last; a CIFAR net's 3x3 stride-1 stem
+        passes a 224-pixel crop whole to its first stage (16 times the positions in every stage). The
+        wrong one is refused before any stage starts, naming the net made for this dataset."""
+        from resnet_repro.models import counterpart, spec
+
+        for variant in self.study.variants:
+            made_for = spec(variant).dataset
+            if (self.data.dataset == "cifar10") == (made_for == "cifar10"):
+                continue
+            other = counterpart(variant)
+            if self.data.dataset == "cifar10":
+                raise ValueError(f"study.variants: {variant} is an ImageNet net (7x7 stride-2 stem and max-pool, "
+                                 f"for 224-pixel images); on CIFAR-10 use {other}, the same net with a 3x3 stem")
+            instead = (f"; on an image folder use {other}, the same net with ImageNet's stem" if other else
+                       " with no ImageNet version; an image folder trains the ImageNet nets: resnet18, resnet34, "
+                       "resnet50, resnet101, resnet152, plain18, plain34, ... (resnet-repro models)")
+            raise ValueError(f"study.variants: {variant} is a CIFAR-10 net (3x3 stem, for 32-pixel images){instead}")
+        return self
 
     @model_validator(mode="after")
     def _views_fit_dataset(self) -> "Params":

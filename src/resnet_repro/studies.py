@@ -29,6 +29,9 @@ _CIFAR_PAPER = {
     "evaluate.views": ["center"], "train.checkpoint_every": 500, "train.log_every": 20,
     "train.linear_warmup_iterations": 0, "mlflow.experiment": "resnet-repro-cifar10", **_NO_SEED_SPREAD,
 }
+# Not the paper's: the recipe PyTorch users train ImageNet's ResNet-18 with a CIFAR stem with (train/recipe.py's
+# cifar-cosine: 200 epochs, cosine lr, weight decay 5e-4), on the paper's data and augmentation.
+_CIFAR_COSINE = {**_CIFAR_PAPER, **recipe_settings("cifar-cosine"), "augment.crop_padding": 4, "augment.flip": True}
 # The paper's ImageNet setting (Section 3.4) on an image folder (data.root): the imagenet recipe
 # (batch 256, lr 0.1 /10 on plateaus of the validation error, 60e4 iterations), scale augmentation,
 # PCA lighting, 10-crop and multi-scale testing.
@@ -74,6 +77,9 @@ STUDIES = {study.name: study for study in [
           # The paper's recipe and data (all 50k training images), the schedule divided by eight; the test
           # error every 250 iterations draws curves as dense as Figure 6's.
           {**_CIFAR_PAPER, "train.iterations": 8000, "train.milestones": [4000, 6000], "train.eval_every": 250}),
+    Study("cifar-resnet18",
+          "Not in the paper: ImageNet's ResNet-18 with a 3x3 stem, as PyTorch users train it on CIFAR-10 (cosine lr, "
+          "200 epochs), and its plain twin", ["plain18-cifar", "resnet18-cifar"], _CIFAR_COSINE),
     Study("imagenet-plain-vs-residual", "Table 2 and Figure 4: plain-18/34 against ResNet-18/34 (option A)",
           ["plain18", "plain34", "resnet18-a", "resnet34-a"], _IMAGENET_PAPER),
     Study("imagenet-shortcuts", "Table 3: ResNet-34 with shortcut options A, B and C",

@@ -3,10 +3,11 @@
     build("resnet56")                  # CIFAR-10, option A shortcuts
     build("resnet50", stride_placement="v1.5", zero_init_residual=True)
     build("resnet20", shortcut="B")    # the same net as build("resnet20-b")
+    build("resnet18-cifar")            # ImageNet's ResNet-18 with a 3x3 stem, for 32x32 images
     build("resnet20", weights="cifar10")  # trained by this project, published in results/
     spec("resnet110-b")                # what a name builds, without building it
     ResNet(spec("resnet110-b"))        # what build("resnet110-b") does
-    names()                            # the nets of the papers
+    names()                            # the nets of the papers, and resnet18-cifar with its plain twin
 
 Module names are torchvision's: `build("resnet50", stride_placement="v1.5")` loads the state dict of
 `torchvision.models.resnet50()` as it is.
@@ -17,7 +18,7 @@ Figure 7's layers: `audit`. Published weights: `weights`.
 
 from resnet_repro.models.audit import count_flops, count_params, describe, response_modules
 from resnet_repro.models.resnet import Block, ModelSpec, PadShortcut, PreActBlock, ResNet
-from resnet_repro.models.zoo import build, names, spec
+from resnet_repro.models.zoo import build, counterpart, names, spec
 
 __all__ = [
     "Block",
@@ -28,6 +29,7 @@ __all__ = [
     "build",
     "count_flops",
     "count_params",
+    "counterpart",
     "describe",
     "names",
     "response_modules",

@@ -40,6 +40,12 @@ class ModelSpec:
     widths: tuple[int, ...]  # base channels per stage; bottlenecks output 4x
     zero_init_residual: bool = False
 
+    @property
+    def imagenet_stages(self) -> bool:
+        """Table 1's four stages of 64 to 512 base channels: the ImageNet nets, and their `-cifar`
+        versions (zoo), which have the CIFAR stem instead of the 7x7 conv and max-pool."""
+        return len(self.widths) == 4
+
 
 def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
     # No bias: a BN follows (or, pre-activation, precedes) every conv and has its own.
@@ -195,8 +201,9 @@ class ResNet(nn.Module):
     """conv1 -> bn1 -> relu [-> maxpool] -> layer1 .. layerN -> avgpool -> fc: every net of the zoo.
 
     ImageNet nets (Table 1) have a 7x7 stride-2 conv1 and a max-pool, and four stages; CIFAR-10 nets
-    (Section 4.2) a 3x3 conv1, no max-pool, and three. Stage i has `blocks_per_stage[i]` blocks of base
-    width `widths[i]`; every stage after the first halves the resolution in its first block.
+    (Section 4.2) a 3x3 conv1, no max-pool, and three (the `-cifar` nets: Table 1's four). Stage i has
+    `blocks_per_stage[i]` blocks of base width `widths[i]`; every stage after the first halves the
+    resolution in its first block.
     """
 
     def __init__(self, spec: ModelSpec):

@@ -2,19 +2,24 @@
 
 Grammar (a name says what it builds; `spec(name).name` is the canonical spelling):
 
-    [cifar-]plain<d>                     no shortcuts
-    [cifar-]resnet<d>[-a|-b|-c]          He et al. 2015, shortcut option of Table 3
-    [cifar-]preact-resnet<d>[-a|-b|-c]   He et al. 2016, pre-activation blocks
+    [cifar-]plain<d>[-cifar]                     no shortcuts
+    [cifar-]resnet<d>[-a|-b|-c][-cifar]          He et al. 2015, shortcut option of Table 3
+    [cifar-]preact-resnet<d>[-a|-b|-c][-cifar]   He et al. 2016, pre-activation blocks
 
 - ImageNet (Table 1): d in 18, 34 (basic blocks), 50, 101, 152 (bottlenecks); option B by default.
 - CIFAR-10 (Section 4.2): d = 6n+2 with basic blocks, option A by default. Pre-activation nets use
   basic blocks up to 110 and bottlenecks (d = 9n+2) above, like He et al. 2016's 110 / 164 / 1001,
   with option B (the authors' code projects where dimensions change).
+- CIFAR-10, not in the papers: an ImageNet name with `-cifar` is that net with the CIFAR stem (a 3x3
+  stride-1 conv, no max-pool) and a 10-way fc: `resnet18-cifar` is the "ResNet-18" most PyTorch
+  CIFAR-10 code trains (11.2M parameters, Table 1's stages at 32x32), `plain18-cifar` its plain twin.
+  Option B by default, as the ImageNet nets.
 - An ImageNet depth always means the ImageNet net: 50 and 152 are also 6n+2, so the CIFAR nets of
   those depths are spelled `cifar-resnet50`, `cifar-plain152`. The `cifar-` prefix is accepted on
   every CIFAR name and kept in the canonical name only where it is needed.
 - A suffix equal to the default is dropped from the canonical name: `resnet20-a` is `resnet20`.
 - The suffix and the `shortcut` option say the same thing: `spec("resnet20", shortcut="B")` is `resnet20-b`.
+- `counterpart(name)` is the same net for the other input size: `resnet18` <-> `resnet18-cifar`.
 """
 
 import re
@@ -31,11 +36,15 @@ IMAGENET_STAGES = {
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
 }
-# What a dataset fixes about its nets: Table 1 for ImageNet, Section 4.2 for CIFAR-10.
+# What a dataset fixes about its nets (the stem follows the dataset, see resnet.ResNet).
 DATASETS: dict[Dataset, dict[str, Any]] = {
-    "imagenet": {"num_classes": 1000, "input_size": 224, "widths": (64, 128, 256, 512)},
-    "cifar10": {"num_classes": 10, "input_size": 32, "widths": (16, 32, 64)},
+    "imagenet": {"num_classes": 1000, "input_size": 224},
+    "cifar10": {"num_classes": 10, "input_size": 32},
 }
+# Base channels of the stages: Table 1's four (the ImageNet nets and their -cifar versions), Section 4.2's three.
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_WIDTHS = (16, 32, 64)
+CIFAR_STEM_SUFFIX = "-cifar"
 # Beyond this depth the pre-activation CIFAR nets switch to bottlenecks (He et al. 2016).
 PREACT_BASIC_MAX_DEPTH = 110
 
@@ -43,6 +52,7 @@ _PREFIX = {"plain": "plain", "residual": "resnet", "preact": "preact-resnet"}
 _FAMILY = {prefix: family for family, prefix in _PREFIX.items()}
 _NAME = re.compile(
     r"(?P<cifar>cifar-)?(?P<prefix>plain|resnet|preact-resnet)(?P<depth>[1-9][0-9]*)(?:-(?P<suffix>[abc]))?"
+    r"(?P<cifar_stem>-cifar)?"
 )
 
 # The options of `spec` and `build` besides num_classes, each with its valid values; the name gives
@@ -64,18 +74,22 @@ _LISTED = (
     "resnet18-a", "resnet34-a", "resnet18", "resnet34", "resnet34-c",
     "resnet50", "resnet101", "resnet152",
     "preact-resnet50", "preact-resnet152",
+    # CIFAR-10, not in the papers: ImageNet's ResNet-18 with the CIFAR stem, as PyTorch users train it
+    "plain18-cifar", "resnet18-cifar",
 )  # fmt: skip
 
 _FORMS = (
     "CIFAR depths are 6n+2 (20, 32, 44, 56, 110, 1202, ...), pre-activation 9n+2 above 110 (164, 1001); "
     "ImageNet: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34, preact-resnet18, ...; "
     "forms: [cifar-]plain<depth>, [cifar-]resnet<depth>[-a|-b|-c], [cifar-]preact-resnet<depth>[-a|-b|-c]; "
-    "CIFAR nets at ImageNet depths need the prefix: cifar-resnet50"
+    "CIFAR nets at ImageNet depths need the prefix: cifar-resnet50; "
+    "an ImageNet net with the CIFAR stem takes the suffix: resnet18-cifar"
 )
 
 
 def names() -> list[str]:
-    """The canonical names of the nets in the papers. `spec` accepts many more (any valid depth)."""
+    """The canonical names of the nets in the papers, and of the ResNet-18 for CIFAR-10 most PyTorch
+    code trains (`resnet18-cifar`) with its plain twin. `spec` accepts many more (any valid depth)."""
     return list(_LISTED)
 
 
@@ -97,12 +111,20 @@ def spec(name: str, **options: Any) -> ModelSpec:
             says = f"the name says shortcut {suffix.upper()!r}, the option {option!r}"
             raise ValueError(f"model {name!r}: {says}")
         options = {**options, "shortcut": suffix}
-    dataset: Dataset = "imagenet" if depth in IMAGENET_STAGES and not match["cifar"] else "cifar10"
-    block, stages = IMAGENET_STAGES[depth] if dataset == "imagenet" else _cifar_stages(name, family, depth)
+    imagenet_stages = depth in IMAGENET_STAGES and not match["cifar"]
+    if match["cifar_stem"] and not imagenet_stages:
+        if match["cifar"]:
+            says = "a cifar- prefix names a net of Section 4.2, a -cifar suffix an ImageNet net with the CIFAR stem"
+        else:
+            depths = ", ".join(map(str, IMAGENET_STAGES))
+            says = f"-cifar puts the CIFAR stem on an ImageNet net, whose depths are {depths}"
+        raise ValueError(f"unknown model {name!r}: {says}; {_FORMS}")
+    dataset: Dataset = "imagenet" if imagenet_stages and not match["cifar_stem"] else "cifar10"
+    block, stages = IMAGENET_STAGES[depth] if imagenet_stages else _cifar_stages(name, family, depth)
     base = ModelSpec(
         name=name, family=family, dataset=dataset, depth=depth, block=block,
-        shortcut=_default_shortcut(family, dataset), stride_placement="v1",
-        blocks_per_stage=stages, **DATASETS[dataset],
+        shortcut=_default_shortcut(family, imagenet_stages), stride_placement="v1", blocks_per_stage=stages,
+        widths=IMAGENET_WIDTHS if imagenet_stages else CIFAR_WIDTHS, **DATASETS[dataset],
     )  # fmt: skip
     s = _with_options(base, options)
     return replace(s, name=_canonical(s))
@@ -120,6 +142,17 @@ def build(name: str, num_classes: int | None = None, weights: str | None = None,
     return net
 
 
+def counterpart(name: str) -> str | None:
+    """The same layers for the other input size: an ImageNet net's `-cifar` version (`resnet18` ->
+    `resnet18-cifar`) and back; None for the CIFAR nets of Section 4.2, which have no ImageNet version."""
+    s = spec(name)
+    if not s.imagenet_stages:
+        return None
+    if s.dataset == "imagenet":
+        return f"{s.name}{CIFAR_STEM_SUFFIX}"
+    return s.name.removesuffix(CIFAR_STEM_SUFFIX)
+
+
 def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int, ...]]:
     if family == "preact" and depth > PREACT_BASIC_MAX_DEPTH:
         block, layers_per_block = "bottleneck", 3
@@ -128,22 +161,27 @@ def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int
     # Three stages of n blocks, plus the first conv and the fc.
     n, rest = divmod(depth - 2, 3 * layers_per_block)
     if rest or n < 1:
-        raise ValueError(f"unknown model {name!r}: {_FORMS}")
+        hint = ""
+        if depth in IMAGENET_STAGES:  # `cifar-resnet18` is a likely slip for ImageNet's ResNet-18 on CIFAR-10
+            hint = f"ImageNet's {depth} layers with the CIFAR stem are {_PREFIX[family]}{depth}{CIFAR_STEM_SUFFIX}; "
+        raise ValueError(f"unknown model {name!r}: {hint}{_FORMS}")
     return block, (n, n, n)
 
 
-def _default_shortcut(family: Family, dataset: Dataset) -> str | None:
+def _default_shortcut(family: Family, imagenet_stages: bool) -> str | None:
     if family == "plain":
         return None
-    # Section 4.2 uses A on CIFAR, the ImageNet nets of Table 1 use B; He et al. 2016's code
-    # projects wherever dimensions change, on both.
-    return "A" if (family, dataset) == ("residual", "cifar10") else "B"
+    # Section 4.2 uses A on its CIFAR nets, the ImageNet nets of Table 1 use B (and so do their -cifar
+    # versions, as the PyTorch code they come from); He et al. 2016's code projects wherever dimensions
+    # change, on both.
+    return "A" if family == "residual" and not imagenet_stages else "B"
 
 
 def _canonical(s: ModelSpec) -> str:
-    prefix = "cifar-" if s.dataset == "cifar10" and s.depth in IMAGENET_STAGES else ""
-    suffix = "" if s.shortcut == _default_shortcut(s.family, s.dataset) else f"-{s.shortcut.lower()}"
-    return f"{prefix}{_PREFIX[s.family]}{s.depth}{suffix}"
+    prefix = "cifar-" if s.dataset == "cifar10" and not s.imagenet_stages and s.depth in IMAGENET_STAGES else ""
+    shortcut = "" if s.shortcut == _default_shortcut(s.family, s.imagenet_stages) else f"-{s.shortcut.lower()}"
+    stem = CIFAR_STEM_SUFFIX if s.dataset == "cifar10" and s.imagenet_stages else ""
+    return f"{prefix}{_PREFIX[s.family]}{s.depth}{shortcut}{stem}"
 
 
 def _with_options(s: ModelSpec, options: dict[str, Any]) -> ModelSpec:

@@ -60,7 +60,7 @@ class Claim:
     where: str  # where the paper shows it (CIFAR-10; image folders cite Table 2 and Figure 4 instead)
     where_imagenet: str
     measures: tuple[Measure, ...]  # each must go the paper's way; the margin is the smallest of them
-    # (family of the worse net, family of the better net, which depth of each): the two nets compared
+    # the two nets it compares, (expected worse, expected better), chosen from nets of one design
     nets: Callable[[list[str]], tuple[str, str] | None]
     needs: str  # which nets it needs, for "not tested"
     needs_iterations: int | None = None  # below this length a missing effect is "not tested", not "not shown"
@@ -135,12 +135,27 @@ def _spread(claim: Claim, margins: list[float], params: Params) -> tuple[float |
     return None, "one seed, and no seed spread measured at this scale (study.seed_spread)"
 
 
+def _design(variant: str) -> tuple:
+    """What nets of one design share whatever their depth: input size (stem), stage widths and block. The
+    claims compare depths and families within one design (the paper's CIFAR nets, say), never across."""
+    s = models.spec(variant)
+    return s.dataset, s.widths, s.block
+
+
+def _main_design(variants: list[str]) -> list[str]:
+    """The nets of the design most of the study's nets have (the first in the paper's order on a tie)."""
+    designs: dict[tuple, list[str]] = {}
+    for variant in sorted(variants, key=sort_key):
+        designs.setdefault(_design(variant), []).append(variant)
+    return max(designs.values(), key=len)
+
+
 def _judge_one(claim: Claim, runs: dict[str, list[Run]], params: Params) -> dict:
     entry = {"id": claim.id, "claim": claim.statement,
              "where": claim.where if params.data.dataset == "cifar10" else claim.where_imagenet,
              "nets": [], "numbers": {}, "margin": None, "unit": claim.measures[0].unit,
              "seed_margins": {}, "spread": None, "spread_from": None}
-    pair = claim.nets(sorted(runs))
+    pair = claim.nets(_main_design(list(runs)))
     if pair is None:
         return {**entry, "verdict": NOT_TESTED,
                 "reason": f"the study lacks {claim.needs} ({', '.join(map(label, sorted(runs, key=sort_key)))})"}

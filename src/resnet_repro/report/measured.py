@@ -151,14 +151,18 @@ def mean_responses(runs: list[Run]) -> np.ndarray:
 # --- names --------------------------------------------------------------------------------------------
 
 def label(variant: str) -> str:
-    """The paper's spelling of a net: plain-20, ResNet-20, ResNet-34 C, pre-act ResNet-110."""
+    """The paper's spelling of a net: plain-20, ResNet-20, ResNet-34 C, pre-act ResNet-110; and for an
+    ImageNet net with the CIFAR stem (`resnet18-cifar`, not in the paper), ResNet-18 (CIFAR stem)."""
     s = models.spec(variant)
+    cifar_stem = s.dataset == "cifar10" and s.imagenet_stages
+    stem = " (CIFAR stem)" if cifar_stem else ""
     if s.family == "plain":
-        return f"plain-{s.depth}"
+        return f"plain-{s.depth}{stem}"
     prefix = "pre-act ResNet" if s.family == "preact" else "ResNet"
     # The canonical name carries a suffix exactly when the shortcut is not the default one.
-    suffix = f" {s.shortcut}" if s.name[-2:] in ("-a", "-b", "-c") else ""
-    return f"{prefix}-{s.depth}{suffix}"
+    name = s.name.removesuffix("-cifar") if cifar_stem else s.name
+    suffix = f" {s.shortcut}" if name[-2:] in ("-a", "-b", "-c") else ""
+    return f"{prefix}-{s.depth}{suffix}{stem}"
 
 
 def sort_key(variant: str) -> tuple:

@@ -127,11 +127,20 @@ def _top1(row: dict, view: str) -> float:
     return row["views"][view]["top1_error_mean"]
 
 
+def _stage_layout(variant: str) -> tuple:
+    """What a plain net and its residual twin share: the stem (dataset) and the stages (widths, blocks).
+    Depth alone does not pair them: cifar-plain50 (Section 4.2) is not the plain resnet50-cifar (Table 1)."""
+    s = models.spec(variant)
+    return s.dataset, s.widths, s.blocks_per_stage, s.block
+
+
 def plain_vs_residual(rows: list[dict], dataset: str) -> list[dict]:
-    """For each depth with both a plain and a residual net: plain minus residual (the paper's key finding)."""
+    """For each depth with both a plain and a residual net of the same layers: plain minus residual (the
+    paper's key finding)."""
     pairs = []
     for plain in [row for row in rows if row["family"] == "plain"]:
-        for residual in [row for row in rows if row["family"] != "plain" and row["depth"] == plain["depth"]]:
+        for residual in [row for row in rows if row["family"] != "plain" and row["depth"] == plain["depth"]
+                         and _stage_layout(row["variant"]) == _stage_layout(plain["variant"])]:
             view = _common_view([plain, residual])
             paper_plain, paper_residual = (paper_entry(row["variant"], dataset) for row in (plain, residual))
             paper_difference, paper_text = None, None
@@ -154,14 +163,15 @@ def plain_vs_residual(rows: list[dict], dataset: str) -> list[dict]:
 
 
 def depth_trends(rows: list[dict]) -> list[dict]:
-    """Deepest minus shallowest net of each family, at one shortcut option: the paper finds it positive
-    for plain nets (the degradation problem, in training error too) and negative for ResNets."""
+    """Deepest minus shallowest net of each family, at one shortcut option and one stage width (Section
+    4.2's 16-64 or Table 1's 64-512 channels): the paper finds it positive for plain nets (the degradation
+    problem, in training error too) and negative for ResNets."""
     trends = []
     for family, expectation in (("plain", "higher"), ("residual", "lower")):
-        groups: dict[str | None, list[dict]] = {}
+        groups: dict[tuple, list[dict]] = {}
         for row in rows:
             if row["family"] == family:
-                groups.setdefault(row["shortcut"], []).append(row)
+                groups.setdefault((row["shortcut"], models.spec(row["variant"]).widths), []).append(row)
         groups = {shortcut: members for shortcut, members in groups.items()
                   if len({row["depth"] for row in members}) >= 2}
         if not groups:

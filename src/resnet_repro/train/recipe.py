@@ -5,6 +5,11 @@ deepest nets (110 and 1202 layers) first train at 0.01 "until the training error
 400 iterations)" and then go back to 0.1.
 ImageNet (Section 3.4): batch 256, lr 0.1, "divided by 10 when the error plateaus", up to 60e4
 iterations, weight decay 1e-4, momentum 0.9.
+Not the paper's, `cifar-cosine`: the recipe PyTorch users train `resnet18-cifar` with (models.zoo):
+batch 128, lr 0.1, momentum 0.9, weight decay 5e-4, the lr falling from 0.1 to 0 along half a cosine
+over 200 epochs of the 50k training images (390 whole batches each), no warm-up. Like the paper's
+CIFAR recipe it trains with augment's crop (4-pixel padding) and flip, which the recipe leaves as
+params.yaml has them.
 
 `resnet-repro recipe select NAME` writes one into params.yaml's train section, where every value then
 lives (and `dvc exp run -S train.lr=0.05` changes one). The paper does not say how a plateau is detected: here
@@ -33,6 +38,11 @@ RECIPES: dict[str, dict] = {
                  "schedule": "plateau", "milestones": [], "lr_decay": 0.1, "eval_every": 5000,
                  "warmup_min_depth": 110, "warmup_lr": 0.01, "warmup_until_error": 0.8, "warmup_max_iterations": 0,
                  "linear_warmup_iterations": 0, "plateau_patience": 5, "plateau_threshold": 0.002},
+    # 200 epochs of 390 batches; the test error every 5 epochs. The plateau and warm-up keys are unused.
+    "cifar-cosine": {"iterations": 78_000, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                     "schedule": "cosine", "milestones": [], "lr_decay": 0.1, "eval_every": 1950,
+                     "warmup_min_depth": 110, "warmup_lr": 0.01, "warmup_until_error": 0.8, "warmup_max_iterations": 0,
+                     "linear_warmup_iterations": 0, "plateau_patience": 5, "plateau_threshold": 0.002},
 }
 
 
@@ -46,7 +56,9 @@ def recipe_settings(name: str) -> dict:
 class PaperSchedule:
     """The learning rate of each iteration under the recipe of `train` (config.TrainParams), for a net of
     `depth` layers: milestones, the constant warm-up of the deepest nets, an optional linear ramp, and
-    the plateau decays. What it has measured so far (warm-up over, plateau count) is its state."""
+    the plateau decays; or, for `schedule: cosine`, half a cosine from lr to 0 instead of the milestones
+    and plateaus. What it has measured so far (warm-up over, plateau count) is its state; the cosine
+    depends on the iteration alone."""
 
     def __init__(self, train: TrainParams, depth: int):
         self.train = train
@@ -59,8 +71,12 @@ class PaperSchedule:
         train = self.train
         if self.warming_up:
             return train.warmup_lr
-        passed = sum(iteration >= milestone for milestone in train.milestones)
-        lr = train.lr * train.lr_decay ** (passed + self.plateau_decays)
+        if train.schedule == "cosine":
+            # 0 would be reached at `iterations`, one step after the last: every step trains.
+            lr = train.lr * 0.5 * (1 + math.cos(math.pi * iteration / train.iterations))
+        else:
+            passed = sum(iteration >= milestone for milestone in train.milestones)
+            lr = train.lr * train.lr_decay ** (passed + self.plateau_decays)
         if iteration < train.linear_warmup_iterations:
             lr *= (iteration + 1) / train.linear_warmup_iterations
         return lr
