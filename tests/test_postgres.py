@@ -30,8 +30,7 @@ from resnet_repro.data.normalize import normalize
 from resnet_repro.models import build
 from resnet_repro.tracking.registry import load_registered, pull, register_model
 from resnet_repro.tracking.runs import TrainingRun
-from resnet_repro.tracking.server import free_port
-from resnet_repro.tracking.server import tracking_server as start_tracking_server
+from resnet_repro.tracking import server
 
 pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
 
@@ -102,7 +101,7 @@ def postgres() -> Postgres:
     if owner is not None:
         os.chown(data_dir, owner.pw_uid, owner.pw_gid)
     run_as = {**_as_owner(owner), "cwd": data_dir, "capture_output": True, "text": True, "timeout": COMMAND_SECONDS}
-    port = free_port()
+    port = server.free_port()
     started = False
     try:
         initdb = subprocess.run([str(bin_dir / "initdb"), "-D", str(data_dir / "db"), "-U", DB_USER, "-A", "trust",
@@ -131,8 +130,8 @@ def postgres() -> Postgres:
 def tracking_server(postgres, tmp_path_factory) -> TrackingServer:
     workdir = tmp_path_factory.mktemp("tracking-server")
     artifacts = workdir / "artifacts"
-    with start_tracking_server(postgres.uri, workdir / "server.log", "--artifacts-destination", str(artifacts), cwd=workdir,
-                         startup_seconds=STARTUP_SECONDS) as url:
+    with server.tracking_server(postgres.uri, workdir / "server.log", "--artifacts-destination", str(artifacts),
+                                cwd=workdir, startup_seconds=STARTUP_SECONDS) as url:
         yield TrackingServer(url, artifacts)
 
 
