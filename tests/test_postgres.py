@@ -28,9 +28,9 @@ from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.data.normalize import normalize
 from resnet_repro.models import build
+from resnet_repro.tracking import server
 from resnet_repro.tracking.registry import load_registered, pull, register_model
 from resnet_repro.tracking.runs import TrainingRun
-from resnet_repro.tracking import server
 
 pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
 

@@ -194,23 +194,23 @@ def test_cosine_schedule_falls_from_lr_to_zero_along_half_a_cosine(raw):
 
 def test_a_cosine_run_resumed_from_its_checkpoint_follows_the_same_lr_and_ends_the_same(tmp_path):
     train = train_params(10, schedule="cosine", milestones=[])
-    model, optimizer, schedule = make_run(train)
-    uninterrupted = fit(model, optimizer, schedule, FixedBatches(), train, CPU)
+    step, schedule = make_run(train)
+    uninterrupted = fit(step, schedule, FixedBatches(), train)
     # A logged lr is the one the last step used: iteration s - 1 at step s.
     assert [row["lr"] for row in uninterrupted.curves.steps] == \
         pytest.approx([0.025 * (1 + math.cos(math.pi * (step - 1) / 10)) for step in (2, 4, 6, 8, 10)])
-    weights = model.state_dict()
+    weights = step.model.state_dict()
     checkpoints = []
-    model, optimizer, schedule = make_run(train)
-    fit(model, optimizer, schedule, FixedBatches(), train, CPU,
+    step, schedule = make_run(train)
+    fit(step, schedule, FixedBatches(), train,
         hooks=Hooks(on_checkpoint=lambda state: checkpoints.append(copy.deepcopy(state))))
     path = tmp_path / "checkpoint.pt"
     next(state for state in checkpoints if state.iteration == 6).save(path)
-    model, optimizer, schedule = make_run(train)
-    resumed = fit(model, optimizer, schedule, FixedBatches(), train, CPU, state=resume_or_start(path, fingerprint=""))
+    step, schedule = make_run(train)
+    resumed = fit(step, schedule, FixedBatches(), train, state=resume_or_start(path, fingerprint=""))
     assert [row["lr"] for row in resumed.curves.steps] == [row["lr"] for row in uninterrupted.curves.steps]
     for name, tensor in weights.items():
-        assert torch.equal(tensor, model.state_dict()[name]), name
+        assert torch.equal(tensor, step.model.state_dict()[name]), name
 
 
 def test_selecting_the_cosine_recipe_writes_it_and_the_paper_recipe_comes_back(tmp_path):
