@@ -172,7 +172,7 @@ def depth_trends(rows: list[dict]) -> list[dict]:
         for row in rows:
             if row["family"] == family:
                 groups.setdefault((row["shortcut"], models.spec(row["variant"]).widths), []).append(row)
-        groups = {shortcut: members for shortcut, members in groups.items()
+        groups = {key: members for key, members in groups.items()
                   if len({row["depth"] for row in members}) >= 2}
         if not groups:
             continue
