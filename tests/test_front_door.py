@@ -138,7 +138,7 @@ def fresh_copy(directory: Path) -> Path:
 def cpu_study(tmp_path_factory, cifar10_archive) -> tuple[Path, subprocess.CompletedProcess]:
     """The README's main job, scripts/cpu-study.sh itself, at a reduced scale (its own variables)."""
     project = fresh_copy(tmp_path_factory.mktemp("cpu-study"))
-    result = run_script(project, "cpu-study.sh", timeout=1800, CIFAR10_ARCHIVE=str(cifar10_archive),
+    result = run_script(project, "cpu-study.sh", timeout=3600, CIFAR10_ARCHIVE=str(cifar10_archive),
                         ITERATIONS="20", SUBSET="500")
     return project, result
 
@@ -189,7 +189,7 @@ def test_the_test_command_passes_after_the_main_job_in_the_same_clone(cpu_study)
 
 def test_the_main_job_runs_again_in_the_same_clone_without_training_again(cpu_study, cifar10_archive):
     project, _ = cpu_study
-    again = run_script(project, "cpu-study.sh", timeout=1800, CIFAR10_ARCHIVE=str(cifar10_archive),
+    again = run_script(project, "cpu-study.sh", timeout=3600, CIFAR10_ARCHIVE=str(cifar10_archive),
                        ITERATIONS="20", SUBSET="500")
     assert "Running stage 'train@" not in again.stdout and "C4 " in again.stdout
 
