@@ -9,7 +9,7 @@ dest=$(cd "$(dirname "$0")" && pwd)
 
 pids_in_run() {  # the processes matching $1 whose working directory is the run's project
   for pid in $(pgrep -f "$1" || true); do
-    [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$run" ] && echo "$pid"
+    if [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$run" ]; then echo "$pid"; fi
   done
 }
 for pid in $(pids_in_run "pipeline/train.py --variant"); do kill -TERM "$pid"; done
@@ -17,7 +17,7 @@ while [ -n "$(pids_in_run 'pipeline/|dvc repro')" ]; do sleep 1; done
 
 rm -rf "$dest/project.tmp" && mkdir -p "$dest/project.tmp"
 cd "$run"
-tar -cf - dvc.lock params.yaml models metrics checkpoints 2>/dev/null | tar -xf - -C "$dest/project.tmp"
+tar -cf - dvc.lock params.yaml $(ls -d models metrics checkpoints 2>/dev/null) | tar -xf - -C "$dest/project.tmp"
 python3 -c "import sqlite3; s=sqlite3.connect('file:$run/mlflow.db?mode=ro', uri=True); d=sqlite3.connect('$dest/project.tmp/mlflow.db'); s.backup(d); d.close()"
 find "$dest/project.tmp" -name .gitignore -delete
 rm -rf "$dest/project" && mv "$dest/project.tmp" "$dest/project"
