@@ -7,8 +7,8 @@ It runs on any node. Its environment (the tracking server's URI, where the check
 its runtime_env; its GPUs are the ones Ray assigned to it (Ray sets CUDA_VISIBLE_DEVICES to them).
 The checkpoints directory is shared by every attempt at the task. When a task's worker dies, Ray stops
 the training the worker started, which runs in the worker's process group (Ray 2.60 gives each worker
-a process group of its own and sends it SIGTERM when the worker exits; the training saves its
-checkpoint on SIGTERM), and then runs the task again (max_retries): the training resumes.
+a process group of its own and, when the worker exits, sends that group SIGTERM and SIGKILL 0.2 s
+later), and then runs the task again (max_retries): the training resumes from its last checkpoint.
 
 What the task did is its return value, `Trained`, read from the checkpoint and from DVC's lock file
 rather than from anything printed: whether the training ran (the checkpoint was written anew) or DVC
