@@ -82,7 +82,8 @@ def copy_repository(project: Path, **params) -> Path:
     for name in WORKSPACE_STATE:
         if committed(name) is not None:
             (project / name).write_text(committed(name))
-    set_params(project, **params)
+    if params:  # set_params rewrites the file without its comments: a copy without changes keeps them
+        set_params(project, **params)
     run(["git", "init", "-q"], project)
     commit(project, "project")
     return project
