@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from projects import REPOSITORY, VENV_BIN, copy_repository, run
+from projects import REPOSITORY, VENV_BIN, committed, copy_repository, run
 from resnet_repro.config import parse_params
 
 pytestmark = pytest.mark.pipeline
@@ -57,8 +57,10 @@ SCRIPTS = {
 # outputs of stages that have not run yet, DVC issue 9818, which every stage of a fresh clone is).
 DRY = r"^dvc (repro|exp run)\b"
 # Run as written in the project the main job left behind.
-AS_WRITTEN = (r"^(dvc (metrics show|metrics diff|plots show|exp show|params diff)|resnet-repro (?!study run)"
-              r"|python -m resnet_repro )")
+AS_WRITTEN = (r"^(dvc (metrics show|metrics diff|plots show|exp show|params diff)"
+              r"|resnet-repro (?!study run|study select|recipe select)|python -m resnet_repro )")
+# Commands that rewrite params.yaml: run as written in a fresh clone, so the main job's project keeps its study.
+SELECT = r"^resnet-repro (study|recipe) select "
 
 
 def readme_blocks(language: str) -> list[str]:
@@ -83,10 +85,10 @@ def commands_matching(pattern: str) -> list[str]:
 
 
 def test_every_readme_command_is_run_or_covered():
-    patterns = [*COVERED_ELSEWHERE, *SCRIPTS, DRY, AS_WRITTEN, SERVED, REMOTE]
+    patterns = [*COVERED_ELSEWHERE, *SCRIPTS, DRY, AS_WRITTEN, SELECT, SERVED, REMOTE]
     uncovered = [command for command in readme_commands() if not any(re.search(p, command) for p in patterns)]
     assert not uncovered, f"README commands no test runs: {uncovered}"
-    for pattern in [*SCRIPTS, DRY, AS_WRITTEN, SERVED, REMOTE]:  # the patterns still match something
+    for pattern in [*SCRIPTS, DRY, AS_WRITTEN, SELECT, SERVED, REMOTE]:  # the patterns still match something
         assert commands_matching(pattern), pattern
 
 
@@ -204,7 +206,36 @@ def test_readme_commands_run_as_written_in_the_main_jobs_project(cpu_study, cifa
         run(shlex.split(command), project, timeout=600)
     assert (project / "resnet20" / "model.safetensors").is_file()  # `resnet-repro pull ... --out resnet20/`
     for block in readme_blocks("python"):
-        run([str(VENV_BIN / "python"), "-c", block], project, timeout=600)
+        if not is_source_excerpt(block):
+            run([str(VENV_BIN / "python"), "-c", block], project, timeout=600)
+
+
+def is_source_excerpt(block: str) -> bool:
+    """A python block quoted from the package (docs/weights.md shows `PUBLISHED`), word for word."""
+    return any(block in path.read_text() for path in (REPOSITORY / "src").rglob("*.py"))
+
+
+def test_python_blocks_run_or_quote_the_source():
+    """A python block of the pages is either an excerpt of src/ as it is now or runs (in the main job's
+    project, above): an excerpt that drifts from the code it quotes is caught here."""
+    excerpts = [block for block in readme_blocks("python") if is_source_excerpt(block)]
+    assert excerpts, "docs/weights.md quotes models/weights.py's PUBLISHED"
+    for block in readme_blocks("python"):
+        if block not in excerpts:
+            compile(block, "<a python block of the pages>", "exec")
+            assert re.search(r"^(import|from) ", block, re.MULTILINE), f"a python block imports nothing:\n{block}"
+
+
+def test_select_commands_run_as_written_in_a_fresh_clone(tmp_path):
+    """`resnet-repro study select NAME` and `recipe select NAME` rewrite params.yaml: the result is a
+    params.yaml the stages take, with the study's or recipe's values."""
+    commands = commands_matching(SELECT)
+    for command in commands:
+        project = fresh_copy(tmp_path / shlex.split(command)[-1])
+        run(shlex.split(command), project)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        parse_params(params, f"params.yaml after {command}")
+        assert params != yaml.safe_load(committed("params.yaml")), command
 
 
 def test_readme_mlflow_ui_serves_the_main_jobs_runs(cpu_study):
@@ -213,7 +244,7 @@ def test_readme_mlflow_ui_serves_the_main_jobs_runs(cpu_study):
     import urllib.request
 
     project, _ = cpu_study
-    [command] = commands_matching(SERVED)
+    [command] = set(commands_matching(SERVED))  # the README and docs/mlflow.md give the same one
     server = subprocess.Popen(shlex.split(command), cwd=project, env=script_environment(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -365,8 +396,9 @@ def test_metrics_diff_and_plots_diff_between_two_experiments(cpu_study, vega_scr
     from playwright.sync_api import sync_playwright
 
     project, _ = cpu_study
+    # The main job's experiments (two: the test above ran it again); both have the four nets.
     first = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
-    assert len(first) == 1
+    assert first
     run(["dvc", "exp", "apply", first[0]], project)  # the tests before changed params.yaml as the pages do
     output = run(["dvc", "exp", "run", "-S", "study.variants=[plain20,resnet20]", "-n", "twenty-layers"],
                  project, timeout=1200).stdout
