@@ -89,6 +89,20 @@ def test_two_nets_train_at_once_and_come_back_through_dvc(tmp_path, cifar10_arch
         assert len(client.get_metric_history(runs[f"{variant} seed 0"].info.run_id, "loss")) == 4  # no doubles
 
 
+@pytest.mark.slow
+def test_study_run_without_an_address_starts_a_local_ray(tmp_path, cifar10_archive, monkeypatch):
+    """`resnet-repro study run` as docs/ray.md gives it first: no --address and no RAY_ADDRESS, so the
+    driver starts Ray on this machine (its CPUs here, no GPU) for the one net."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    project = small_study(tmp_path / "project", cifar10_archive, iterations=4, variants=["resnet20"],
+                          **{"train.eval_every": 4, "train.log_every": 2})
+    output = study_run(project).stdout
+    assert re.search(r"^queued   train@resnet20-0 \(num_gpus=0, num_cpus=\d+\)", output, re.MULTILINE), output
+    assert re.search(r"^finished train@resnet20-0 on ", output, re.MULTILINE), output
+    assert "dvc repro restored 1 of 1 trained net(s) from the run-cache" in output
+    assert stages_that_would_run(project) == set()
+
+
 def test_a_dirty_tree_is_refused_with_the_reason(tmp_path, cifar10_archive):
     project = small_study(tmp_path / "project", cifar10_archive, iterations=20)
     params = project / "params.yaml"

@@ -5,7 +5,7 @@ import torch
 
 from resnet_repro import models
 from resnet_repro.evaluate.accuracy import top_k_errors
-from resnet_repro.evaluate.responses import response_stds
+from resnet_repro.evaluate.responses import LayerResponses, response_stds
 
 
 def batches(count: int = 3, size: int = 16):
@@ -35,6 +35,12 @@ def test_response_stds_equal_the_std_over_all_images_of_each_3x3_layer():
     for row in rows:
         assert abs(row["std"] - outputs[row["name"]].double().std(unbiased=False).item()) < 1e-4
     assert not model.training
+    # The evaluate stage records them during its error pass: the same figures from the one pass.
+    with LayerResponses(model) as recorded:
+        top_k_errors(model, data, device=torch.device("cpu"))
+    assert recorded.stds() == rows
+    with pytest.raises(ValueError, match="no forward pass reached layer1.0.bn1"):
+        LayerResponses(model).stds()
 
 
 def test_top_k_errors_count_every_image_once():

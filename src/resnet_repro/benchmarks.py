@@ -45,7 +45,7 @@ from resnet_repro.device import (
     resolve_device,
 )
 from resnet_repro.evaluate.accuracy import top_k_errors
-from resnet_repro.layout import Layout
+from resnet_repro.layout import META, STATS, Layout
 from resnet_repro.stages import evaluate as evaluate_stage
 from resnet_repro.stages import train as train_stage
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
@@ -311,9 +311,9 @@ def _time_train_start(params: Params, layout: Layout, variant: str, stopwatch: _
     """stages.train's start, with its own pieces, up to its first evaluation, on one process."""
     device, processes = resolve_device(params.train.device), Processes()
     configure_determinism(params.train.deterministic, params.train.cudnn_benchmark)
-    mean_image = mean_image_tensor(load_stats(layout.prepared_dir / "stats.json"),
+    mean_image = mean_image_tensor(load_stats(layout.prepared_dir / STATS),
                                    size=augmentation_from(params, layout).crop_size).to(device)
-    class_names = json.loads((layout.prepared_dir / "meta.json").read_text())["class_names"]
+    class_names = json.loads((layout.prepared_dir / META).read_text())["class_names"]
     model = train_stage.build_net(variant, len(class_names), 0, params.train, device)
     step = TrainingStep(model, optimizer_for(model, params.train), params.train, device)
 

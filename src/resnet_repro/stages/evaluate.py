@@ -19,7 +19,7 @@ from resnet_repro.data.loading import make_split_loader, split_names
 from resnet_repro.device import resolve_device
 from resnet_repro.evaluate.accuracy import top_k_errors
 from resnet_repro.evaluate.multiview import errors_of, multi_scale_scores, ten_crop_scores
-from resnet_repro.evaluate.responses import response_stds
+from resnet_repro.evaluate.responses import LayerResponses
 from resnet_repro.io import write_json
 from resnet_repro.layout import EVALUATION, RESPONSES, TRAIN_SUMMARY, TRAINING_RUN, Layout
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
@@ -34,11 +34,11 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
             continue  # no validation split when data.val_size is 0; image folders have no test split
         loader = make_split_loader(params, layout, split, train=False, batch_size=params.evaluate.batch_size,
                                    mean_image=trained.mean_image, device=device)
-        errors = top_k_errors(trained.module, loader, device=device)
+        with LayerResponses(trained.module) as recorded:  # in the same pass as the errors
+            errors = top_k_errors(trained.module, loader, device=device)
         metrics.update({f"{split}_top1_error": errors["top1_error"], f"{split}_top5_error": errors["top5_error"],
                         f"{split}_images": errors["num_images"]})
-        if responses is None:  # Figure 7 is on the test set (an image folder's val/ where there is none)
-            responses = response_stds(trained.module, loader)
+        responses = responses or recorded.stds()  # Figure 7 is on the test set (an image folder's val/ where there is none)
     metrics.update(_paper_imagenet_testing(params, layout, trained, device))
 
     train_summary = json.loads((layout.metrics_dir(variant, seed) / TRAIN_SUMMARY).read_text())
