@@ -6,6 +6,8 @@ that one pass over the loader suffices: the evaluation's own pass (`LayerRespons
 runs), so the test set is read once for both the errors and the figure.
 """
 
+from typing import Self
+
 import torch
 
 from resnet_repro.models import response_modules
@@ -19,7 +21,7 @@ class LayerResponses:
         self._sums = {name: torch.zeros(3, dtype=torch.float64) for name in self._modules}  # count, sum, sum of squares
         self._handles = []
 
-    def __enter__(self) -> "LayerResponses":
+    def __enter__(self) -> Self:
         self._handles = [module.register_forward_hook(self._accumulator(name)) for name, module in self._modules.items()]
         return self
 

@@ -18,7 +18,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 from mlflow import MlflowClient
@@ -217,7 +217,7 @@ class TrainingRun:
             self.client.set_terminated(self.run_id, status=status)
         self._ended = True
 
-    def __enter__(self) -> "TrainingRun":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, error_type, error, traceback) -> None:
