@@ -37,8 +37,12 @@ def test_select_keeps_comments_and_seeds_and_restores_the_paper_recipe(params_fi
     params = load_params(params_file)
     assert params.study.seeds == [0, 1] and params.train.iterations == 400
     assert params.study.variants == ["plain20", "plain56", "resnet20", "resnet56"]
+    # The main job's seed spread, measured at its scale, comes with it; another study does not inherit it.
+    assert (params.study.seed_spread.iterations, params.study.seed_spread.subset) == (400, None)
+    assert set(params.study.seed_spread.margins) == {"C1", "C2", "C3", "C4", "C5"}
     main(["study", "select", "cifar-paper", "--params", str(params_file)])
     params = load_params(params_file)
+    assert params.study.seed_spread.iterations is None and params.study.seed_spread.margins == {}
     assert params.study.seeds == [0, 1]  # seeds are the user's: kept
     # The cifar recipe is written back: the paper's values, in the file.
     assert params.train.iterations == 64000 and params.train.milestones == [32000, 48000]

@@ -70,7 +70,12 @@ STUDIES = {study.name: study for study in [
           # on the same batches), which at this length would hide the cure. The lr drops at 1/2 and 3/4.
           {**_CIFAR_PAPER, "train.iterations": 400, "train.milestones": [200, 300], "train.eval_every": 100,
            "train.linear_warmup_iterations": 40, "train.checkpoint_every": 100, "train.log_every": 10,
-           "mlflow.experiment": "resnet-repro-cifar10-cpu"}),
+           "mlflow.experiment": "resnet-repro-cifar10-cpu",
+           # Measured on 2026-12-06 (2-core AMD EPYC, bf16) at commit 228e7fb: this study with seeds 0, 1
+           # and 2 (`dvc exp run -S 'study.seeds=[0,1,2]'` after the main job), reports/study.json's spread of
+           # each claim's per-seed margins. The main job's one seed is judged against it.
+           "study.seed_spread": {"iterations": 400, "subset": None, "seeds": 3,
+                                 "margins": {"C1": 4.77, "C2": 3.57, "C3": 5.31, "C4": 4.20, "C5": 0.88}}}),
     Study("cifar-figure6-8k",
           "Figure 6 at an eighth of the schedule: plain-20/56 and ResNet-20/56, 8k iterations (lr /10 at 4k and 6k)",
           ["plain20", "plain56", "resnet20", "resnet56"],
