@@ -42,9 +42,11 @@ def committed_file(name: str) -> Path:
     return directory / name
 
 
-def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command with this venv's tools first on PATH; AssertionError with its output if it fails."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+def run(command: list[str], cwd: Path, check: bool = True, env: dict | None = None,
+        **kwargs) -> subprocess.CompletedProcess:
+    """Run a command with this venv's tools first on PATH and `env` added to this process's environment;
+    AssertionError with its output if it fails."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

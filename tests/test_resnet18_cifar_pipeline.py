@@ -2,6 +2,9 @@
 runs it: `resnet-repro study select cifar-resnet18` in a copy of the repository, CPU-scale overrides, then
 `dvc repro` trains, evaluates, registers and reports both on a small subset of the real CIFAR-10. A
 CIFAR-10 study that names ImageNet's resnet18 instead is refused before any training.
+
+Slow: evaluating an 11M-parameter net on the 10,000 test images in float32 takes minutes on a CPU. The
+refusal itself is in tests/test_config.py; the default tier's pipelines train the paper's nets.
 """
 
 import json
@@ -13,7 +16,7 @@ import pytest
 
 from projects import commit, copy_repository, run, set_params
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 VARIANTS = ["plain18-cifar", "resnet18-cifar"]
 ITERATIONS = 20
