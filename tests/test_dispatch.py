@@ -97,7 +97,7 @@ def test_study_run_without_an_address_starts_a_local_ray(tmp_path, cifar10_archi
     project = small_study(tmp_path / "project", cifar10_archive, iterations=4, variants=["resnet20"],
                           **{"train.eval_every": 4, "train.log_every": 2})
     output = study_run(project).stdout
-    assert re.search(r"^queued   train@resnet20-0 \(num_gpus=0, num_cpus=\d+\)", output, re.MULTILINE), output
+    assert re.search(r"^queued   train@resnet20-0 \(num_cpus=\d+\)", output, re.MULTILINE), output
     assert re.search(r"^finished train@resnet20-0 on ", output, re.MULTILINE), output
     assert "dvc repro restored 1 of 1 trained net(s) from the run-cache" in output
     assert stages_that_would_run(project) == set()
