@@ -7,6 +7,7 @@ the paper's protocol; image folders: the centre crop). For image folders, evalua
 paper's ImageNet testing on val/: `val_ten_crop_*` and `val_multi_scale_*` errors (evaluate.multiview).
 """
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -34,11 +35,14 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
             continue  # no validation split when data.val_size is 0; image folders have no test split
         loader = make_split_loader(params, layout, split, train=False, batch_size=params.evaluate.batch_size,
                                    mean_image=trained.mean_image, device=device)
-        with LayerResponses(trained.module) as recorded:  # in the same pass as the errors
+        # Figure 7 is on the test set (an image folder's val/ where there is none), read in the errors' pass.
+        recorder = LayerResponses(trained.module) if responses is None else contextlib.nullcontext()
+        with recorder:
             errors = top_k_errors(trained.module, loader, device=device)
         metrics.update({f"{split}_top1_error": errors["top1_error"], f"{split}_top5_error": errors["top5_error"],
                         f"{split}_images": errors["num_images"]})
-        responses = responses or recorded.stds()  # Figure 7 is on the test set (an image folder's val/ where there is none)
+        if responses is None:
+            responses = recorder.stds()
     metrics.update(_paper_imagenet_testing(params, layout, trained, device))
 
     train_summary = json.loads((layout.metrics_dir(variant, seed) / TRAIN_SUMMARY).read_text())
