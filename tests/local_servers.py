@@ -44,6 +44,30 @@ def static_files(directory: Path) -> Iterator[tuple[str, list[str]]]:
 
 
 
+@contextmanager
+def ray_head(directory: Path) -> Iterator[str]:
+    """A local Ray 'cluster' of this machine with 2 declared GPUs and 6 declared CPUs, while the block runs:
+    its address. Two nets train at once, each with a CPU for its training and one for each of its loader's
+    2 workers; on a machine without a GPU, Ray still hands each its own CUDA_VISIBLE_DEVICES. Ray 2.60's
+    token authentication is off (it listens on this machine only), in `ray start` and in the drivers the
+    tests start (RAY_AUTH_MODE is set in this process's environment while the block runs)."""
+    from resnet_repro.tracking.server import free_port
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        port = free_port()
+        started = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=6",
+                                  "--num-gpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                                 cwd=directory, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert started.returncode == 0, f"ray start failed:\n{started.stdout}\n{started.stderr}"
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], cwd=directory, env=env, capture_output=True,
+                           timeout=300, check=False)
+
+
 def mlflow_env(**extra: str) -> dict[str, str]:
     """The environment for an `mlflow` subprocess: the venv's scripts first on PATH, no telemetry."""
     return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -1,6 +1,7 @@
-"""`resnet-repro study run`: a small real CIFAR-10 study of two nets on a local Ray with 2 CPUs (and two
-declared GPUs, which Ray hands out as CUDA_VISIBLE_DEVICES on a machine without any), a local DVC
-remote, and the end state of a sequential `dvc repro`."""
+"""`resnet-repro study run`: what it refuses, what it leaves behind when killed, and (slow) its faults on a
+local Ray: a killed task, a diverging net, Ctrl-C, two nodes, a Ray it starts itself. Small real CIFAR-10
+studies with a local DVC remote. Two nets trained at once on Ray and restored by DVC, the default tier's
+case, is tests/test_pipeline.py's project: one study serves both."""
 
 import json
 import os
@@ -15,11 +16,12 @@ import pytest
 import torch
 import yaml
 
+import local_servers
 from local_servers import mlflow_env
 from projects import VENV_BIN, commit, copy_repository, run, stages_that_would_run
 from resnet_repro.dispatch.common import StudyRunError
 from resnet_repro.dispatch.preflight import require_clean_tree
-from resnet_repro.tracking.server import free_port, tracking_server
+from resnet_repro.tracking.server import tracking_server
 
 pytestmark = pytest.mark.pipeline
 
@@ -38,55 +40,13 @@ def small_study(directory: Path, archive: Path, iterations: int, variants: list[
 
 
 @pytest.fixture
-def ray_head(tmp_path, monkeypatch):
-    """A local Ray 'cluster' of this machine with 2 declared GPUs and 6 declared CPUs: two nets at once,
-    each with a CPU for its training and one for each of its loader's 2 workers. Ray 2.60's token
-    authentication is off for it (it listens on this machine only), in `ray start` and in the drivers
-    the tests start."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    port = free_port()
-    run([str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=6", "--num-gpus=2",
-         "--include-dashboard=false", "--disable-usage-stats"], tmp_path, timeout=300)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        run([str(VENV_BIN / "ray"), "stop", "--force"], tmp_path, check=False, timeout=300)
+def ray_head(tmp_path):
+    with local_servers.ray_head(tmp_path) as address:
+        yield address
 
 
 def study_run(project: Path, *arguments: str, **kwargs) -> subprocess.CompletedProcess:
     return run(["resnet-repro", "study", "run", *arguments], project, timeout=1800, **kwargs)
-
-
-def test_two_nets_train_at_once_and_come_back_through_dvc(tmp_path, cifar10_archive, ray_head):
-    project = small_study(tmp_path / "project", cifar10_archive, iterations=20)
-    output = study_run(project, "--address", ray_head).stdout
-    for variant in VARIANTS:
-        assert re.search(rf"^queued   train@{variant}-0 \(num_gpus=1, num_cpus=3\)", output, re.MULTILINE), output
-        assert re.search(rf"^finished train@{variant}-0 on ", output, re.MULTILINE), output
-    # Each concurrent task was given its own GPU.
-    visible = re.findall(r"^started  train@\S+ on \S+, CUDA_VISIBLE_DEVICES=(\d+)", output, re.MULTILINE)
-    assert sorted(visible) == ["0", "1"], output
-    assert "dvc repro restored 2 of 2 trained net(s) from the run-cache" in output
-
-    # The workspace is what a sequential `dvc repro` leaves: nothing to run, every net registered.
-    assert "up to date" in run(["dvc", "status"], project).stdout
-    assert stages_that_would_run(project) == set()
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    runs = {r.info.run_name: r for r in client.search_runs(
-        [client.get_experiment_by_name("resnet-repro-cifar10").experiment_id])}
-    plain, residual = runs["plain20 seed 0"], runs["resnet20 seed 0"]
-    # Both nets went to Ray before the driver waited for either (so that Ray could run them at once, each on
-    # its own GPU, as above), whatever the machine's load did to their timing; each is nested under the
-    # study's one parent run.
-    events = [line.split()[0] for line in output.splitlines() if line.startswith(("queued ", "started ", "finished "))]
-    assert events[:2] == ["queued", "queued"] and events.count("queued") == 2, output
-    assert plain.data.tags["mlflow.parentRunId"] == residual.data.tags["mlflow.parentRunId"] \
-        == runs["cifar-paper"].info.run_id
-    for variant in VARIANTS:
-        assert client.get_model_version_by_alias(f"cifar10-{variant}", "champion").version == 1
-        assert len(client.get_metric_history(runs[f"{variant} seed 0"].info.run_id, "loss")) == 4  # no doubles
 
 
 @pytest.mark.slow

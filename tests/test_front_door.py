@@ -43,7 +43,8 @@ COVERED_ELSEWHERE = {
     r"^export MLFLOW_TRACKING_URI=http": "tests/test_postgres.py",
     r"^pip install \"dvc\[": "installs a cloud SDK into the venv; the remote commands themselves run here",
     r"^dvc artifacts get ": "needs a git server with GTO tags",
-    r"^resnet-repro study run": "tests/test_dispatch.py runs it on a local Ray (its faults, marked slow)",
+    r"^resnet-repro study run": "tests/test_pipeline.py trains its project with it on a local Ray; "
+                               "tests/test_dispatch.py, its refusals and faults (marked slow)",
     r"^python scripts/publish_result\.py ": "tests/test_pipeline.py::test_publish_result_writes_a_complete_results_folder",
 }
 # Configuration only (no bucket is reached): run as written in a fresh clone.

@@ -1,9 +1,12 @@
 """The whole pipeline through DVC on a small subset of the real CIFAR-10, as a user runs it.
 
-One module-scoped project (a copy of this repository with CPU-scale params) is reproduced once; the
-tests then check what a user relies on: outputs and errors, no-op re-runs, which stages a params
-change re-runs, resume after kill -9, bad input refused, and pulling the registered model from
-another directory.
+One module-scoped project (a copy of this repository with CPU-scale params) is trained once, by
+`resnet-repro study run` on a local Ray (both nets at once), which ends with the `dvc repro` that restores
+them from the run-cache and evaluates, registers and reports. The tests then check what a user relies on:
+that the study ran on Ray and left what a sequential `dvc repro` leaves, outputs and errors, no-op re-runs,
+which stages a params change re-runs, resume after kill -9 (under `dvc repro` itself), bad input refused,
+and pulling the registered model from another directory. (The study runner's refusals and faults:
+tests/test_dispatch.py.)
 """
 
 import json
@@ -19,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+import local_servers
 from projects import VENV_BIN, commit, copy_repository, run, set_params, stages_that_would_run
 
 pytestmark = pytest.mark.pipeline
@@ -28,15 +32,57 @@ ITERATIONS = 120
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, cifar10_archive) -> Path:
-    """A fresh copy of the repository (tracked files only) with CPU-scale params, reproduced once."""
-    project = copy_repository(tmp_path_factory.mktemp("project"), **{
+def trained(tmp_path_factory, cifar10_archive) -> tuple[Path, str]:
+    """A fresh copy of the repository (tracked files only) with CPU-scale params and a DVC remote, committed,
+    trained once by `resnet-repro study run` on a local Ray: the project, and what the study run printed."""
+    directory = tmp_path_factory.mktemp("project")
+    project = copy_repository(directory / "project", **{
         "data.archive": str(cifar10_archive), "data.subset": 2000, "data.val_size": 500,
         "train.iterations": ITERATIONS, "train.milestones": [80, 100], "train.checkpoint_every": 10,
         "train.eval_every": 60, "train.log_every": 10, "study.variants": VARIANTS, "study.seeds": [0],
     })
-    run(["dvc", "repro"], project, timeout=1800)
-    return project
+    run(["dvc", "remote", "add", "-f", "-d", "study", str(directory / "remote")], project)
+    commit(project, "a DVC remote for the study's run-cache")
+    with local_servers.ray_head(directory) as address:
+        output = run(["resnet-repro", "study", "run", "--address", address], project, timeout=1800).stdout
+    return project, output
+
+
+@pytest.fixture(scope="module")
+def project(trained) -> Path:
+    return trained[0]
+
+
+def test_study_run_trains_both_nets_at_once_and_dvc_restores_them(trained):
+    project, output = trained
+    for variant in VARIANTS:
+        assert re.search(rf"^queued   train@{variant}-0 \(num_gpus=1, num_cpus=3\)", output, re.MULTILINE), output
+        assert re.search(rf"^finished train@{variant}-0 on ", output, re.MULTILINE), output
+    # Each concurrent task was given its own GPU.
+    visible = re.findall(r"^started  train@\S+ on \S+, CUDA_VISIBLE_DEVICES=(\d+)", output, re.MULTILINE)
+    assert sorted(visible) == ["0", "1"], output
+    assert "dvc repro restored 2 of 2 trained net(s) from the run-cache" in output
+    # Both nets went to Ray before the driver waited for either (so that Ray could run them at once, each on
+    # its own GPU, as above), whatever the machine's load did to their timing.
+    events = [line.split()[0] for line in output.splitlines() if line.startswith(("queued ", "started ", "finished "))]
+    assert events[:2] == ["queued", "queued"] and events.count("queued") == 2, output
+
+    # The workspace is what a sequential `dvc repro` leaves: nothing to run, every net registered once,
+    # each net's run nested under the study's one parent run, its loss logged once per step.
+    assert "up to date" in run(["dvc", "status"], project).stdout
+    assert stages_that_would_run(project) == set()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [client.get_experiment_by_name("resnet-repro-cifar10").experiment_id])}
+    plain, residual = runs["plain20 seed 0"], runs["resnet20 seed 0"]
+    assert plain.data.tags["mlflow.parentRunId"] == residual.data.tags["mlflow.parentRunId"] \
+        == runs["cifar-paper"].info.run_id
+    for variant in VARIANTS:
+        assert client.get_model_version_by_alias(f"cifar10-{variant}", "champion").version == 1
+        steps = [m.step for m in client.get_metric_history(runs[f"{variant} seed 0"].info.run_id, "loss")]
+        assert sorted(steps) == sorted(set(steps)) and len(steps) >= ITERATIONS // 10
 
 
 def read_json(path: Path) -> dict:
