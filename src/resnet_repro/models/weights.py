@@ -148,6 +148,18 @@ PUBLISHED: dict[str, Weights] = _index(
     Weights("resnet20", "cifar10", "cifar10-resnet20", recipe="cifar-paper", commit="b9ab15f57cb0",
             test_top1_error=0.123, parameters=269722,
             sha256="dbbe54b0e2c6d30e300eca629c9f5a7e0f4e1e8be87c3e00383e9545c24dce9e"),
+    Weights("plain20", "cifar10-8k", "cifar10-figure6-8k/plain20", recipe="cifar-figure6-8k", commit="79bb947f885b",
+            test_top1_error=0.1836, parameters=269722,
+            sha256="f8cf519837cc54db9f9b2da687242bb08de1574f61170939e88c6f14edcfb438"),
+    Weights("plain56", "cifar10-8k", "cifar10-figure6-8k/plain56", recipe="cifar-figure6-8k", commit="79bb947f885b",
+            test_top1_error=0.5005, parameters=853018,
+            sha256="ccda8f44fadef9f8f90abef6e987843eb89055468404fb9e3c009b64b0d64501"),
+    Weights("resnet20", "cifar10-8k", "cifar10-figure6-8k/resnet20", recipe="cifar-figure6-8k", commit="79bb947f885b",
+            test_top1_error=0.1608, parameters=269722,
+            sha256="addc0960627f7d795daa9463dbcdabced596193128cd6d8d725daf48a300fda0"),
+    Weights("resnet56", "cifar10-8k", "cifar10-figure6-8k/resnet56", recipe="cifar-figure6-8k", commit="79bb947f885b",
+            test_top1_error=0.1773, parameters=853018,
+            sha256="c01a70921e8d0723d948395c6072a771507dda9a1b9ea9e900907b76f4e9334f"),
 )
 
 
