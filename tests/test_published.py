@@ -11,6 +11,7 @@ that the files deliver the number published beside them, not that the number is 
 (results/cifar10-figure6-8k/) is checked as well: its claims table must agree with its nets' eval.json.
 """
 
+import functools
 import json
 import pickle
 import tarfile
@@ -27,16 +28,20 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 PUBLISHED = list(weights.PUBLISHED.values())
 
 
-def published(test):
-    return pytest.mark.parametrize("entry", PUBLISHED, ids=lambda entry: entry.ref)(test)
+published = pytest.mark.parametrize("entry", PUBLISHED, ids=lambda entry: entry.ref)
 
 
-def independent_test_error(archive: Path, entry: weights.Weights, count: int | None = None) -> float:
+@functools.cache
+def archive_test_batch(archive: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The archive's test images (N, 3, 32, 32, float32) and labels, read once for all the published nets."""
     with tarfile.open(archive) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("test_batch"))
         batch = pickle.load(tar.extractfile(member), encoding="bytes")
-    images = batch[b"data"].reshape(-1, 3, 32, 32).astype(np.float32)[:count]
-    labels = np.asarray(batch[b"labels"])[:count]
+    return batch[b"data"].reshape(-1, 3, 32, 32).astype(np.float32), np.asarray(batch[b"labels"])
+
+
+def independent_test_error(archive: Path, entry: weights.Weights, count: int | None = None) -> float:
+    images, labels = (array[:count] for array in archive_test_batch(archive))
     mean_image = load_file(str(RESULTS / entry.folder / "preprocess.safetensors"))["mean_image"]
     net = build(entry.model, weights=entry.name).eval()
     with torch.no_grad():
