@@ -6,6 +6,7 @@ subset of the real CIFAR-10) in its own process, as DVC would start it, in deter
 checkpoint file itself (train.state): what it holds, and which files are resumed or refused.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -20,13 +21,14 @@ import torch
 from safetensors.torch import load_file
 
 from projects import params_with, prepared_project, write_train_script
+import resnet_repro
 from resnet_repro import models
 from resnet_repro.data.augment import augmentation_for
 from resnet_repro.data.stats import image_stats, load_stats, mean_image_tensor, save_stats
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 from resnet_repro.layout import Layout
 from resnet_repro.train.errors import CheckpointError
-from resnet_repro.train.state import Curves, TrainingState, fingerprint, resume_or_start
+from resnet_repro.train.state import Curves, TrainingState, code_version, fingerprint, resume_or_start
 
 ITERATIONS = 24
 TRAIN = {"iterations": ITERATIONS, "batch_size": 16, "milestones": [18], "checkpoint_every": 6,
@@ -169,7 +171,7 @@ def captured_state() -> tuple[TrainingState, torch.nn.Module]:
         optimizer.step()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)  # any object with a state dict
-    state = TrainingState("abc", run_id="run-1", iteration=3, seconds=1.5, images_trained=24,
+    state = TrainingState("abc", code=code_version(), run_id="run-1", iteration=3, seconds=1.5, images_trained=24,
                           curves=Curves(steps=[{"step": 2, "loss": 2.3}], errors=[{"step": 3, "test_error": 0.9}]),
                           window={"loss": torch.tensor(4.6), "wrong": torch.tensor(7), "images": 8, "seconds": 0.5})
     state.capture(model, optimizer, schedule, scaler)
@@ -218,21 +220,50 @@ def test_a_corrupt_or_foreign_checkpoint_is_refused_naming_the_file(tmp_path):
 
 def test_only_an_unfinished_checkpoint_of_the_same_fingerprint_is_resumed(tmp_path, capsys):
     path = tmp_path / "checkpoint.pt"
-    assert resume_or_start(path, "abc") == TrainingState("abc")  # no file: a fresh start, nothing to say
+    assert resume_or_start(path, "abc") == TrainingState("abc", code=code_version())  # no file: nothing to say
     state, _ = captured_state()
     state.save(path)
     assert resume_or_start(path, "abc").iteration == 3
     assert capsys.readouterr().out == f"Resumed from checkpoint at iteration 3: {path}\n"
-    # Written by another configuration or code (an older checkpoint format too: only its fingerprint is read).
-    torch.save({"fingerprint": "older", "mlflow_run_id": "run-0"}, path)
-    assert resume_or_start(path, "abc") == TrainingState("abc")
-    assert capsys.readouterr().out == f"{path} was written by another configuration or code: training from scratch\n"
+    # Written by another configuration: DVC re-runs the stage because its params changed.
+    assert resume_or_start(path, "other") == TrainingState("other", code=code_version())
+    assert capsys.readouterr().out == f"{path} was written by another configuration: training from scratch\n"
     state.complete = True
     state.save(path)
-    assert resume_or_start(path, "abc", quiet=True) == TrainingState("abc")
+    assert resume_or_start(path, "abc", quiet=True) == TrainingState("abc", code=code_version())
     assert capsys.readouterr().out == ""
 
 
-def test_the_fingerprint_covers_the_parts_and_this_packages_code():
+def test_an_unfinished_checkpoint_of_other_code_is_refused_naming_both_commits(tmp_path):
+    """Issue 38: a training is never continued under other code, nor silently restarted from zero."""
+    path = tmp_path / "checkpoint.pt"
+    state, _ = captured_state()
+    state.code = {"sources": "0" * 64, "commit": "79bb947f885b"}
+    state.save(path)
+    ours = code_version()
+    assert ours["commit"] is not None  # the tests run from a git checkout
+    ours_in_words = ours["commit"].rstrip("+")
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: this unfinished training was written by the "
+                                              rf"code of commit 79bb947f885b \(sources 000000000000\), and this is "
+                                              rf"the code of commit {ours_in_words}.*check out that commit to finish "
+                                              rf"it, or delete the file to train from scratch$"):
+        resume_or_start(path, "abc")
+    assert path.exists()  # nothing is lost: the checkpoint stays for the commit that can finish it
+    # A checkpoint of a package version that recorded no code version (an older format) is refused too.
+    torch.save({"fingerprint": "abc", "mlflow_run_id": "run-0"}, path)
+    with pytest.raises(CheckpointError, match=r"written by the code of a version of this package older than"):
+        resume_or_start(path, "abc")
+    # A finished one of other code is no training to continue: the stage re-runs because its inputs changed.
+    state.complete = True
+    state.save(path)
+    assert resume_or_start(path, "abc", quiet=True) == TrainingState("abc", code=ours)
+
+
+def test_the_fingerprint_covers_the_parts_and_the_code_version_this_packages_sources():
     assert fingerprint({"lr": 0.1}, "resnet20", 0) == fingerprint({"lr": 0.1}, "resnet20", 0)
     assert fingerprint({"lr": 0.1}, "resnet20", 0) != fingerprint({"lr": 0.05}, "resnet20", 0)
+    package = Path(resnet_repro.__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode() + source.read_bytes())
+    assert code_version()["sources"] == digest.hexdigest()

@@ -44,7 +44,7 @@ from resnet_repro.device import autocast, autocast_dtype, resolve_compile
 from resnet_repro.train.distributed import Processes
 from resnet_repro.train.errors import TrainingDiverged, TrainingInterrupted
 from resnet_repro.train.recipe import PaperSchedule
-from resnet_repro.train.state import Curves, TrainingState
+from resnet_repro.train.state import Curves, TrainingState, code_version
 
 ONE_PROCESS = Processes()  # not distributed
 
@@ -122,7 +122,7 @@ def fit(step: TrainingStep, schedule: PaperSchedule, loader: Loader, train: Trai
     """Train `step.model` to train.iterations, from `state` if it holds a started training (which it
     then keeps up to date), else from the start. Distributed (`step.processes`), every process calls
     this with its own shard of the loader."""
-    state = state if state is not None else TrainingState(fingerprint="")
+    state = state if state is not None else TrainingState(fingerprint="", code=code_version())
     if state.started:
         state.restore(step.model, step.optimizer, schedule, step.scaler)
     processes = step.processes

@@ -6,15 +6,19 @@
 
 A `TrainingState` is the one owner of the checkpoint's contents: where the training is (iteration,
 seconds, images, the half-filled logging window, the curves so far), the state dicts of the model,
-optimizer, schedule and gradient scaler, every RNG state, the id of its tracking run, and a
-fingerprint of what produced it, so that a checkpoint left by another configuration or other code is
-never resumed by mistake. Files survive kill -9 (written under a temporary name, flushed, renamed) and
+optimizer, schedule and gradient scaler, every RNG state, the id of its tracking run, a fingerprint of
+the configuration that produced it and the version of the code that wrote it. A checkpoint of another
+configuration is trained over (DVC re-runs the stage because its params changed); one written by other
+code is refused, naming both commits, since a training continued under other code is neither the old
+code's run nor the new one's. Files survive kill -9 (written under a temporary name, flushed, renamed) and
 are read back with ``weights_only=True``: loading never executes code from the file.
 """
 
+import functools
 import hashlib
 import json
 import random
+import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -40,7 +44,8 @@ class Curves:
 
 @dataclass
 class TrainingState:
-    fingerprint: str
+    fingerprint: str  # of the configuration (`fingerprint`): params, variant, seed, data statistics
+    code: dict | None = None  # `code_version()` of the code that wrote it
     run_id: str | None = None  # the tracking run the training logs to, continued on resume
     iteration: int = 0  # steps taken; also the position in the data order
     complete: bool = False  # a complete training is never resumed: the stage re-runs because inputs changed
@@ -89,27 +94,38 @@ class TrainingState:
 
     @classmethod
     def _from_contents(cls, path: Path, contents: dict) -> "TrainingState":
-        missing = {f.name for f in fields(cls)} - contents.keys()
+        missing = {f.name for f in fields(cls)} - contents.keys() - {"code"}  # no code: written before it was recorded
         if missing:
             raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(sorted(missing))}); "
                                   f"delete it to train from scratch")
         curves = Curves(**contents["curves"])
-        return cls(**{**{f.name: contents[f.name] for f in fields(cls)}, "curves": curves})
+        return cls(**{**{f.name: contents.get(f.name) for f in fields(cls)}, "curves": curves})
 
 
 def resume_or_start(path: Path, fingerprint: str, *, quiet: bool = False) -> TrainingState:
-    """The unfinished training that `path` holds, if the same configuration and code (`fingerprint`)
-    wrote it; else a fresh state. Says which, unless `quiet` (the processes of a distributed training
-    but one). A file that cannot be read is an error, not a silent restart."""
+    """The unfinished training that `path` holds, if the same configuration (`fingerprint`) wrote it;
+    else a fresh state. Says which, unless `quiet` (the processes of a distributed training but one).
+    A file that cannot be read, or an unfinished training written by other code, is an error, not a
+    silent restart: the message names the commit that wrote it and this one."""
     path = Path(path)
+    code = code_version()
     if not path.exists():
-        return TrainingState(fingerprint)
+        return TrainingState(fingerprint, code=code)
     contents = _read(path)
-    if contents["fingerprint"] != fingerprint or contents.get("complete"):
+    if contents.get("complete"):
         if not quiet:
-            why = "is finished" if contents.get("complete") else "was written by another configuration or code"
-            print(f"{path} {why}: training from scratch", flush=True)
-        return TrainingState(fingerprint)
+            print(f"{path} is finished: training from scratch", flush=True)
+        return TrainingState(fingerprint, code=code)
+    written_by = contents.get("code")
+    if not isinstance(written_by, dict) or written_by.get("sources") != code["sources"]:
+        raise CheckpointError(
+            f"{path}: this unfinished training was written by the code of {_describe(written_by)}, and this is "
+            f"the code of {_describe(code)}; a checkpoint resumes only under the code that wrote it: check out "
+            f"that commit to finish it, or delete the file to train from scratch")
+    if contents["fingerprint"] != fingerprint:
+        if not quiet:
+            print(f"{path} was written by another configuration: training from scratch", flush=True)
+        return TrainingState(fingerprint, code=code)
     state = TrainingState._from_contents(path, contents)
     if not quiet:
         print(f"Resumed from checkpoint at iteration {state.iteration}: {path}", flush=True)
@@ -130,14 +146,46 @@ def _read(path: Path, mmap: bool = False) -> dict:
 
 
 def fingerprint(*parts) -> str:
-    """A stable hash of JSON-serialisable `parts` (configuration, data statistics, ...) and of this
-    package's Python sources: a checkpoint written by other code is not resumed."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    """A stable hash of JSON-serialisable `parts` (configuration, data statistics, ...)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@functools.cache
+def code_version() -> dict:
+    """What identifies the code running now: `sources`, a hash of this package's Python sources (what
+    decides whether a checkpoint may be resumed), and `commit`, the git commit they were checked out at
+    ("+" where the package's files differ from it), or None outside a git checkout (an installed wheel)."""
     package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
     for source in sorted(package.rglob("*.py")):
         digest.update(str(source.relative_to(package)).encode())
         digest.update(source.read_bytes())
-    return digest.hexdigest()
+    return {"sources": digest.hexdigest(), "commit": _git_commit(package)}
+
+
+def _git_commit(folder: Path) -> str | None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+" if changed else "")
+
+
+def _describe(code: dict | None) -> str:
+    """A code version in words, for messages."""
+    if not isinstance(code, dict):
+        return "a version of this package older than the commit records (no code version in the file)"
+    sources = f"sources {str(code.get('sources'))[:12]}"
+    commit = code.get("commit")
+    if commit is None:
+        return f"an installed package ({sources})"
+    if commit.endswith("+"):
+        return f"commit {commit[:-1]} with uncommitted changes ({sources})"
+    return f"commit {commit} ({sources})"
 
 
 def seed_everything(seed: int) -> None:
