@@ -39,7 +39,7 @@ import numpy as np
 
 from resnet_repro import models
 from resnet_repro.artifacts import load_trained
-from resnet_repro.config import load_params
+from resnet_repro.config import ConfigError, load_params
 from resnet_repro.data import cifar10
 from resnet_repro.data.normalize import normalize
 from resnet_repro.io import file_sha256, staged_directory, write_json
@@ -226,7 +226,14 @@ def publish(project: Path, variant: str, seed: int, out: Path, segments_file: Pa
     if missing:
         raise FileNotFoundError(f"not found: {', '.join(missing)}; run `dvc repro train@{variant}-{seed} "
                                 f"evaluate@{variant}-{seed}` in {project} first")
-    params = load_params(project / "params.yaml")
+    try:
+        params = load_params(project / "params.yaml")
+    except ConfigError as error:
+        if "required key is missing" not in str(error):
+            raise
+        # Keys are added as the project grows (study.seed_spread came after the 8k study had trained).
+        raise ConfigError(f"{error}: the project was written by an older version of resnet-repro; add the "
+                          f"missing key with its value in this repository's params.yaml and run again") from None
     run = read_run(layout, variant, seed)
     segments = read_segments(segments_file, run.training["iterations"]) if segments_file else None
     note = read_note(note_file) if note_file else None

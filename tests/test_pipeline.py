@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import local_servers
 from projects import VENV_BIN, commit, copy_repository, run, set_params, stages_that_would_run
@@ -156,6 +157,42 @@ def test_changing_lr_reruns_only_training_and_what_follows(project):
         assert stages_that_would_run(project) == {f"train@{variant}-0" for variant in VARIANTS}
     finally:
         (project / "params.yaml").write_text(original)
+
+
+def test_editing_a_module_only_the_report_imports_marks_the_report_stage_and_no_other(project):
+    """What `dvc repro` skips is up to date: a code change marks the stages that import it (dvc.yaml's deps
+    are each script's import closure, tests/test_stage_deps.py), and only those."""
+    figures = project / "src/resnet_repro/report/figures.py"
+    original = figures.read_text()
+    try:
+        figures.write_text(original + "\n# an edit\n")
+        changed = json.loads(run(["dvc", "status", "--json"], project).stdout)
+        assert list(changed) == ["report"], changed
+        assert changed["report"] == [{"changed deps": {"src/resnet_repro/report": "modified"}}], changed
+        assert run(["dvc", "status"], project).stdout.startswith("report:\n")
+    finally:
+        figures.write_text(original)
+    assert "up to date" in run(["dvc", "status"], project).stdout
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_publish_result_names_the_key_a_project_of_an_older_params_schema_lacks(project, tmp_path):
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    older = yaml.safe_load(original)
+    del older["study"]["seed_spread"]  # as the projects trained before it was added
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "publish_result.py")
+    try:
+        params_file.write_text(yaml.safe_dump(older, sort_keys=False))
+        failed = run([str(VENV_BIN / "python"), script, "--project", str(project), "--variant", "resnet20",
+                      "--out", str(tmp_path / "published")], project, check=False)
+    finally:
+        params_file.write_text(original)
+    assert failed.returncode != 0 and failed.stderr.strip().splitlines() == [
+        f"publish_result: error: {params_file}: study.seed_spread: required key is missing: the project was written "
+        f"by an older version of resnet-repro; add the missing key with its value in this repository's params.yaml "
+        f"and run again"]
+    assert not (tmp_path / "published").exists()
 
 
 def test_kill_9_during_training_then_repro_resumes(project):

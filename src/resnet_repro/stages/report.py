@@ -40,5 +40,4 @@ def write_report(params: Params, layout: Layout) -> list[dict]:
     parent = log_to_study_run(resolve_tracking_uri(layout.root, params.mlflow.tracking_uri), params.mlflow.experiment,
                               params.study.name, outputs, summary, tags)
     print(f"Logged the report to MLflow run {parent} (study {params.study.name!r})", flush=True)
-    print("\n".join(["", "What this study shows of the paper's claims:", *claims.sentences(judged)]), flush=True)
     return rows
