@@ -280,8 +280,8 @@ def claims_of(tmp_path, runs: dict, seeds=(0,), seed_spread: dict | None = None,
         "train": {"iterations": iterations, "milestones": []},
         "study": {"name": "claims", "variants": list(runs), "seeds": list(seeds)},
     })
-    if seed_spread is not None:
-        params["study"]["seed_spread"] = seed_spread
+    if seed_spread is not None:  # params.yaml's quoted spreads unless it says otherwise
+        params["study"]["seed_spread"] = {"quoted": params["study"]["seed_spread"]["quoted"], **seed_spread}
     write_report(parse_params(params), layout)
     report = json.loads((layout.reports_dir / "study.json").read_text())
     return {entry["id"]: entry for entry in report["claims"]} | {
@@ -326,11 +326,54 @@ def test_a_seed_spread_of_another_scale_or_none_tests_nothing_with_one_seed(tmp_
     assert "measured at 800 iterations" in claims["C1"]["reason"]
     claims = claims_of(tmp_path / "none", FOUR_NETS)  # params.yaml's default: nothing measured
     assert claims["C1"]["verdict"] == "not tested"
-    assert claims["C1"]["reason"] == "one seed, and no seed spread measured at this scale (study.seed_spread)"
+    assert claims["C1"]["reason"] == ("one seed, and no seed spread measured at this scale (study.seed_spread); the "
+                                      "quoted spreads are of 64,000 iterations on the whole training set, not this "
+                                      "study's 400 on all images")
     assert claims["C4"]["verdict"] == "not tested"  # too short, whatever the spread
     # A margin the other way round is not shown, spread or not, once the length is the paper's.
     claims = claims_of(tmp_path / "long", FOUR_NETS, iterations=64_000)
     assert claims["C4"]["verdict"] == "not shown" and claims["C4"]["reason"] == "the margin is -2.00: the other way round"
+
+
+def test_one_seed_at_the_papers_length_judges_test_error_claims_against_the_quoted_spread(tmp_path, store):
+    # params.yaml quotes each net's std of test error over seeds: ResNet-20 0.22, ResNet-56 0.27, plain-20
+    # 0.13, plain-56 0.22 points. ResNet-56 beats ResNet-20 by 5 points here.
+    runs = {**FOUR_NETS, "resnet56": (0.30, 0.28)}
+    claims = claims_of(tmp_path, runs, iterations=64_000)
+    c4 = claims["C4"]
+    assert c4["margin"] == pytest.approx(5.0) and c4["spread"] == pytest.approx(2 * (0.22**2 + 0.27**2) ** 0.5)
+    assert c4["verdict"] == "shown" and c4["spread_kind"] == "quoted"
+    assert c4["reason"] == "margin 5.00 > quoted spread (not measured here) 0.70"
+    assert c4["spread_from"].startswith("quoted, not measured: 2 × √(0.22² + 0.27²), the test-error stds over seeds "
+                                        "of ResNet-20 and ResNet-56 in a public reproduction")
+    assert claims["C2"]["verdict"] == "shown" and claims["C2"]["spread"] == pytest.approx(2 * (0.22**2 + 0.13**2) ** 0.5)
+    # No spread of training error or of layer responses is quoted: those claims stay untested on one seed.
+    for claim in ("C1", "C3", "C5"):
+        assert claims[claim]["verdict"] == "not tested" and claims[claim]["spread_kind"] is None
+        assert claims[claim]["reason"] == ("one seed, and no seed spread measured at this scale (study.seed_spread); "
+                                           "the quoted spreads are of test error only")
+    assert "| 0.70 (quoted, not measured: 2 × √(0.22² + 0.27²)" in claims["markdown"]
+    assert "2 × √(σ_a² + σ_b²)" in claims["markdown"]  # the table says how a quoted spread is derived
+
+
+def test_a_measured_spread_replaces_the_quoted_one(tmp_path, store):
+    measured = {"iterations": 64_000, "subset": None, "seeds": 3, "margins": {"C2": 20.0}}
+    claims = claims_of(tmp_path, FOUR_NETS, seed_spread=measured, iterations=64_000)
+    assert claims["C2"]["spread"] == 20.0 and claims["C2"]["spread_kind"] == "measured"
+    assert claims["C2"]["verdict"] == "not shown" and claims["C2"]["reason"] == "margin 15.00 is within the seed spread 20.00"
+    # A net without a quoted std leaves its claims untested, saying which.
+    partial = {"iterations": None, "subset": None, "seeds": None, "margins": {},
+               "quoted": {"source": "someone's runs", "iterations": 64_000, "test_error_std": {"plain20": 0.13}}}
+    claims = claims_of(tmp_path / "partial", FOUR_NETS, seed_spread=partial, iterations=64_000)
+    assert claims["C2"]["verdict"] == "not tested" and claims["C2"]["reason"].endswith("no spread is quoted for plain-56")
+
+
+def test_quoted_spreads_without_their_source_are_refused():
+    params = params_with({"study": {"seed_spread": {
+        "iterations": None, "subset": None, "seeds": None, "margins": {},
+        "quoted": {"source": None, "iterations": 64_000, "test_error_std": {"resnet20": 0.22}}}}})
+    with pytest.raises(ValueError, match=r"study\.seed_spread\.quoted: test_error_std needs its source and iterations"):
+        parse_params(params)
 
 
 def test_several_seeds_measure_their_own_spread(tmp_path, store):

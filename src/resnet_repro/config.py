@@ -218,13 +218,34 @@ class EvaluateParams(Section):
         return views
 
 
+class QuotedSpread(Section):
+    """Each net's std of test error over seeds, quoted from someone else's runs of the same recipe and
+    length, not measured here: a study with a single seed at that length and no measured spread judges
+    its test-error claims against the spread derived from it (report/claims.py)."""
+    source: str | None  # whose runs: named beside every verdict that uses them
+    iterations: PositiveInt | None  # the length of those runs (on the whole training set)
+    test_error_std: dict[str, Annotated[float, Field(ge=0)]]  # variant -> std, in points of test error
+
+    @model_validator(mode="after")
+    def _sourced(self) -> "QuotedSpread":
+        if self.test_error_std and (self.source is None or self.iterations is None):
+            raise ValueError("study.seed_spread.quoted: test_error_std needs its source and iterations")
+        from resnet_repro.models import spec
+
+        for variant in self.test_error_std:
+            spec(variant)  # raises ValueError listing the valid names
+        return self
+
+
 class SeedSpread(Section):
     """How far each claim's margin moved between seeds, measured once at one scale (report/claims.py):
-    a study with a single seed judges its claims against it when it runs at that scale."""
+    a study with a single seed judges its claims against it when it runs at that scale. `quoted` is the
+    fallback where nothing was measured."""
     iterations: PositiveInt | None  # the scale it was measured at; null: not measured
     subset: PositiveInt | None
     seeds: PositiveInt | None  # how many seeds
     margins: dict[Literal["C1", "C2", "C3", "C4", "C5"], Annotated[float, Field(ge=0)]]
+    quoted: QuotedSpread
 
 
 class StudyParams(Section):

@@ -6,8 +6,10 @@
 A claim compares two nets. Its *margin* is measured per seed in the direction the paper states (positive:
 the paper's way) and averaged over seeds, in percentage points of error (C5: in units of the responses'
 std). Its *spread* is the range (max - min) of the per-seed margins: measured by the study's own seeds
-when it has several, else taken from `study.seed_spread` when that was measured at the study's scale.
-The verdict:
+when it has several, else taken from `study.seed_spread` when that was measured at the study's scale,
+else (a claim on test error alone, at the length of `study.seed_spread.quoted`) *quoted*: two standard
+deviations of the margin, 2 * sqrt(std_a^2 + std_b^2), from the two nets' test-error stds over seeds that
+someone else measured. A measured spread always replaces a quoted one. The verdict:
 
 - *shown*: the margin is positive and larger than the spread;
 - *not shown*: the margin is not positive, or not larger than the spread;
@@ -16,6 +18,7 @@ The verdict:
   length": a short run cannot refute a claim about converged nets).
 """
 
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,7 +124,7 @@ def _view(runs: list[Run], dataset: str) -> str:
     return "1-crop"
 
 
-def _spread(claim: Claim, margins: list[float], params: Params) -> tuple[float | None, str]:
+def _spread(claim: Claim, nets: tuple[str, str], margins: list[float], params: Params) -> tuple[float | None, str]:
     """The seed spread the claim's margin is judged against, and where it comes from."""
     if len(margins) > 1:
         return max(margins) - min(margins), f"{len(margins)} seeds of this study"
@@ -129,10 +132,34 @@ def _spread(claim: Claim, margins: list[float], params: Params) -> tuple[float |
     at_this_scale = (measured.iterations == params.train.iterations and measured.subset == params.data.subset)
     if at_this_scale and claim.id in measured.margins:
         return measured.margins[claim.id], f"study.seed_spread ({measured.seeds} seeds at {measured.iterations:,} iterations)"
+    quoted, why_not_quoted = _quoted_spread(claim, nets, params)
+    if quoted is not None:
+        return quoted, why_not_quoted
     if measured.iterations is not None and not at_this_scale:
         return None, (f"one seed; study.seed_spread was measured at {measured.iterations:,} iterations and subset "
-                      f"{measured.subset}, not this study's {params.train.iterations:,} and {params.data.subset}")
-    return None, "one seed, and no seed spread measured at this scale (study.seed_spread)"
+                      f"{measured.subset}, not this study's {params.train.iterations:,} and {params.data.subset}"
+                      f"{why_not_quoted}")
+    return None, f"one seed, and no seed spread measured at this scale (study.seed_spread){why_not_quoted}"
+
+
+def _quoted_spread(claim: Claim, nets: tuple[str, str], params: Params) -> tuple[float | None, str]:
+    """Two standard deviations of the margin between two nets trained independently, from their quoted
+    test-error stds: (spread, where from); or (None, why none applies, as a clause for the reason)."""
+    quoted = params.study.seed_spread.quoted
+    if not quoted.test_error_std:
+        return None, ""
+    if quoted.iterations != params.train.iterations or params.data.subset is not None:
+        return None, (f"; the quoted spreads are of {quoted.iterations:,} iterations on the whole training set, "
+                      f"not this study's {params.train.iterations:,} on {params.data.subset or 'all'} images")
+    if any(measure is not TEST_ERROR for measure in claim.measures):
+        return None, "; the quoted spreads are of test error only"
+    missing = [label(net) for net in nets if net not in quoted.test_error_std]
+    if missing:
+        return None, f"; no spread is quoted for {', '.join(missing)}"
+    worse, better = (quoted.test_error_std[net] for net in nets)
+    spread = 2 * math.hypot(worse, better)
+    return spread, (f"quoted, not measured: 2 × √({worse:.2f}² + {better:.2f}²), the test-error stds over seeds "
+                    f"of {label(nets[0])} and {label(nets[1])} in {quoted.source}")
 
 
 def _design(variant: str) -> tuple:
@@ -154,7 +181,7 @@ def _judge_one(claim: Claim, runs: dict[str, list[Run]], params: Params) -> dict
     entry = {"id": claim.id, "claim": claim.statement,
              "where": claim.where if params.data.dataset == "cifar10" else claim.where_imagenet,
              "nets": [], "numbers": {}, "margin": None, "unit": claim.measures[0].unit,
-             "seed_margins": {}, "spread": None, "spread_from": None}
+             "seed_margins": {}, "spread": None, "spread_from": None, "spread_kind": None}
     pair = claim.nets(_main_design(list(runs)))
     if pair is None:
         return {**entry, "verdict": NOT_TESTED,
@@ -171,13 +198,16 @@ def _judge_one(claim: Claim, runs: dict[str, list[Run]], params: Params) -> dict
                                                               if run.seed in seed_margins)
                for m in claim.measures for variant in (worse, better)}
     margin = statistics.fmean(seed_margins.values())
-    spread, spread_from = _spread(claim, list(seed_margins.values()), params)
+    spread, spread_from = _spread(claim, pair, list(seed_margins.values()), params)
+    quoted = spread is not None and spread_from.startswith("quoted")
     entry.update(nets=[worse, better], numbers=numbers, margin=margin, seed_margins=seed_margins,
-                 spread=spread, spread_from=spread_from)
+                 spread=spread, spread_from=spread_from,
+                 spread_kind=None if spread is None else "quoted" if quoted else "measured")
+    spread_name = "quoted spread (not measured here)" if quoted else "spread"
     iterations = params.train.iterations
     too_short = claim.needs_iterations is not None and iterations < claim.needs_iterations
     if margin > 0 and spread is not None and margin > spread:
-        return {**entry, "verdict": SHOWN, "reason": f"margin {margin:.2f} > spread {spread:.2f}"}
+        return {**entry, "verdict": SHOWN, "reason": f"margin {margin:.2f} > {spread_name} {spread:.2f}"}
     if too_short:
         return {**entry, "verdict": NOT_TESTED,
                 "reason": f"not tested at this length: the paper's nets train {claim.needs_iterations:,} iterations, "
@@ -186,7 +216,8 @@ def _judge_one(claim: Claim, runs: dict[str, list[Run]], params: Params) -> dict
         return {**entry, "verdict": NOT_SHOWN, "reason": f"the margin is {margin:+.2f}: the other way round"}
     if spread is None:
         return {**entry, "verdict": NOT_TESTED, "reason": spread_from}
-    return {**entry, "verdict": NOT_SHOWN, "reason": f"margin {margin:.2f} is within the seed spread {spread:.2f}"}
+    return {**entry, "verdict": NOT_SHOWN,
+            "reason": f"margin {margin:.2f} is within the {'quoted' if quoted else 'seed'} spread {spread:.2f}"}
 
 
 def judge(runs: dict[str, list[Run]], params: Params) -> list[dict]:
@@ -206,7 +237,10 @@ def markdown(table: list[dict]) -> list[str]:
              ("Each claim compares two nets of the study; its margin is in the paper's direction (positive: "
               "as the paper says), in percentage points of error (C5: in the responses' std), the mean over "
               "seeds. A claim is *shown* only if its margin is larger than the seed spread (max − min of the "
-              "per-seed margins) measured at this scale."), "",
+              "per-seed margins) measured at this scale, or, where none was measured, for a claim on test error "
+              "alone, the spread *quoted* from someone else's runs of the same length: 2 × √(σ_a² + σ_b²) of "
+              "the two nets' test-error stds over seeds, two standard deviations of the margin between two "
+              "nets trained independently. The seed spread column says which it is."), "",
              "| claim | the paper | nets and numbers | margin | seed spread | verdict |",
              "|---|---|---|---:|---:|---|"]
     for entry in table:
