@@ -19,7 +19,8 @@ from resnet_repro.train.recipe import recipe_settings
 
 # A study's claims are judged against the spread between seeds at its own scale (report/claims.py); a
 # study that sets none measures it with several seeds, or leaves its claims untested with one.
-_NO_SEED_SPREAD = {"study.seed_spread": {"iterations": None, "subset": None, "seeds": None, "margins": {}}}
+_NO_SEED_SPREAD: dict[str, Any] = {
+    "study.seed_spread": {"iterations": None, "subset": None, "seeds": None, "margins": {}}}
 
 # The paper's CIFAR-10 setting (Section 4.2): the cifar recipe (64k iterations, lr /10 at 32k and 48k,
 # warm-up for 110 layers). The paper chose that schedule on a 45k/5k split, then trained the nets of
