@@ -62,7 +62,7 @@ def study_runs(client: MlflowClient, experiment: str, study: str) -> tuple[str, 
     children = client.search_runs([found.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
                                   order_by=["attributes.start_time DESC"])
-    newest = {}
+    newest: dict[str, str] = {}
     for run in children:
         newest.setdefault(run.info.run_name, run.info.run_id)
     return found.experiment_id, {run_id: name for name, run_id in newest.items()}

@@ -1,6 +1,7 @@
 """Fixtures shared by the test modules."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def cifar10(cifar10_archive: Path) -> Cifar10Arrays:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
+def store(tmp_path_factory) -> Iterator[str]:
     """One sqlite MLflow store per test module, as MLFLOW_TRACKING_URI: creating a database takes seconds."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"

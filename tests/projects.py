@@ -82,8 +82,8 @@ def copy_repository(project: Path, **params) -> Path:
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, project / name)
     for name in WORKSPACE_STATE:
-        if committed(name) is not None:
-            (project / name).write_text(committed(name))
+        if (text := committed(name)) is not None:
+            (project / name).write_text(text)
     if params:  # set_params rewrites the file without its comments: a copy without changes keeps them
         set_params(project, **params)
     run(["git", "init", "-q"], project)

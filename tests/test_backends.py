@@ -7,6 +7,8 @@ lighting shift (from a flat grey image). The two samples of choices must agree w
 with the distribution the augmentation defines, within the tolerances stated at each assertion.
 """
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -40,7 +42,7 @@ def both_backends(tmp_path, images: np.ndarray, augmentation: Augmentation) -> d
     labels = np.arange(len(images))
     write_beton(tmp_path / "train.beton", images, labels)
     crop = augmentation.crop_size
-    settings = {"batch_size": BATCH, "train": True, "mean_image": torch.zeros(3, crop, crop),
+    settings: dict[str, Any] = {"batch_size": BATCH, "train": True, "mean_image": torch.zeros(3, crop, crop),
                 "device": CPU, "seed": 3}
     ffcv = make_loader(tmp_path / "train.beton", augmentation=augmentation, **settings)
     portable = TorchLoader(ArrayImages(images, labels, augmentation, train=True), **settings)

@@ -164,11 +164,13 @@ def test_push_workflow_runs_its_steps_in_a_fresh_clone_twice_the_second_from_the
 
     job = runner.run_job("ci.yml", "small-cifar-stages", pull_request, SUBSTITUTES, overrides)
     # The cache brought back DVC's run-cache and the MLflow store: training restored, registering worked.
-    restored = re.search(r"restored instead of running.*: (.*)\.$", job.summary, re.MULTILINE).group(1)
+    match = re.search(r"restored instead of running.*: (.*)\.$", job.summary, re.MULTILINE)
+    assert match, job.summary
+    restored = match.group(1)
     assert all(f"`train@{variant}-0`" in restored for variant in variants), restored
     assert any(f"Registered cifar10-{variants[0]} version 2" in log for log in job.logs.values())
-    metrics = table_rows(section(summary_sections(job.summary), "Metrics: `origin/main` (committed) → this run"))
-    assert metrics["test_top1_error"][:3] == [f"metrics/{variants[0]}/seed0/eval.json", "test_top1_error", "0.125"]
+    metric_rows = table_rows(section(summary_sections(job.summary), "Metrics: `origin/main` (committed) → this run"))
+    assert metric_rows["test_top1_error"][:3] == [f"metrics/{variants[0]}/seed0/eval.json", "test_top1_error", "0.125"]
 
 
 def collected_test_ids(collect_only_output: str) -> set[str]:

@@ -22,7 +22,7 @@ from resnet_repro.data.stats import image_stats, mean_image_tensor
 from resnet_repro.data.torch_loader import ArrayImages, TorchLoader
 from resnet_repro.device import autocast_dtype, resolve_device
 from resnet_repro.stages.train import build_net
-from resnet_repro.train.loop import fit
+from resnet_repro.train.loop import TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
 from resnet_repro.train.state import TrainingState
@@ -47,11 +47,12 @@ def test_auto_trains_on_the_gpu_in_its_native_precision_and_channels_last():
             module.register_forward_hook(lambda module, inputs, output: conv_dtypes.add(output.dtype))
     loader = FixedBatches(image_size=8)
     loader.batches = [(images.to(device), labels.to(device)) for images, labels in loader.batches]  # as loaders do
-    result = fit(model, optimizer_for(model, params), PaperSchedule(params, depth=8), loader, params, device)
+    step = TrainingStep(model, optimizer_for(model, params), params, device)
+    result = fit(step, PaperSchedule(params, depth=8), loader, params)
     assert conv_dtypes == {native}
     assert math.isfinite(result.final_loss)
     assert all(parameter.device.type == "cuda" for parameter in model.parameters())
-    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.get_parameter("conv1.weight").is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_checkpoint_holds_and_restores_the_cuda_rng_state(tmp_path):
@@ -62,7 +63,7 @@ def test_a_checkpoint_holds_and_restores_the_cuda_rng_state(tmp_path):
     torch.cuda.manual_seed_all(1)
     state = TrainingState(fingerprint="")
     state.capture(model, optimizer, schedule, scaler)
-    assert len(state.rng["cuda"]) == torch.cuda.device_count()
+    assert state.rng is not None and len(state.rng["cuda"]) == torch.cuda.device_count()
     expected = torch.rand(8, device=CUDA)  # the next draw after the checkpoint
     torch.rand(1000, device=CUDA)  # the generator moves on, as the training would
     state.save(tmp_path / "checkpoint.pt")

@@ -25,7 +25,9 @@ def run(*args: str | Path, cwd: Path = DIAGNOSIS) -> subprocess.CompletedProcess
 def test_score_checkpoint_scores_the_kept_checkpoint_as_its_readme_says(cifar10_archive):
     scored = run("score_checkpoint.py", "checkpoint-30693.pt", cifar10_archive)
     assert scored.returncode == 0, scored.stderr
-    error = float(re.search(r"iteration 30693, .*: test error ([\d.]+)", scored.stdout).group(1))
+    match = re.search(r"iteration 30693, .*: test error ([\d.]+)", scored.stdout)
+    assert match, scored.stdout
+    error = float(match.group(1))
     # A regression value, not an independent reference: 17.54 % is what score_checkpoint.py printed for this
     # checkpoint when the README's table was written (commit f5452c8). The test holds the script to the
     # README; the referee's own scoring of the same weights is what the README compares it with.

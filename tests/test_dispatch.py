@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -110,6 +111,7 @@ def test_the_drivers_tracking_server_stops_when_the_driver_is_killed(tmp_path, c
     driver = subprocess.Popen([str(VENV_BIN / "python"), "-c", script, str(project)], stdout=subprocess.PIPE,
                               text=True, env=mlflow_env())
     try:
+        assert driver.stdout is not None
         uri = driver.stdout.readline().strip()
         assert urllib.request.urlopen(f"{uri}/health", timeout=10).status == 200
         # The server leads its own process group, with its uvicorn.
@@ -224,6 +226,7 @@ def test_ctrl_c_stops_every_training_and_leaves_nothing_that_looks_finished(tmp_
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("resnet-repro-cifar10")
+    assert experiment is not None
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert statuses["plain20 seed 0"] == statuses["resnet20 seed 0"] == "KILLED", statuses
     assert not client.search_registered_models()
@@ -255,7 +258,7 @@ def test_two_nodes_and_a_tracking_server_give_the_weights_of_a_sequential_dvc_re
                                                                                      two_node_cluster, monkeypatch):
     from mlflow import MlflowClient
 
-    deterministic = {"train.deterministic": True, "loader.backend": "torch"}
+    deterministic: dict[str, Any] = {"train.deterministic": True, "loader.backend": "torch"}
     project = small_study(tmp_path / "project", cifar10_archive, iterations=20, **deterministic)
     # A cluster cannot share a sqlite file: refused, with what to do instead.
     refused = study_run(project, "--address", two_node_cluster, check=False)

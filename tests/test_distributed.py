@@ -100,8 +100,9 @@ def test_two_processes_train_as_one_that_accumulates_their_half_batches(tmp_path
 
     # Rank 0 alone logged: one training run, whose losses are those of the whole global batch.
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ddp-test").experiment_id
-    [run] = client.search_runs([experiment], filter_string="tags.variant = 'resnet20'")
+    experiment = client.get_experiment_by_name("ddp-test")
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id], filter_string="tags.variant = 'resnet20'")
     assert run.data.tags["processes"] == "2" and run.info.status == "FINISHED"
     history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss"))
     assert [step for step, _ in history] == [4, 8]
@@ -139,8 +140,9 @@ def test_a_killed_process_stops_the_whole_torchrun_training_with_its_error(tmp_p
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    [run] = client.search_runs([client.get_experiment_by_name("ddp-test").experiment_id],
-                               filter_string="tags.variant = 'resnet20'")
+    experiment = client.get_experiment_by_name("ddp-test")
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id], filter_string="tags.variant = 'resnet20'")
     assert run.info.status == "FAILED", run.data.tags.get("failure_reason")
     assert not any(_running(process) for process in ranks), "a training process outlived torchrun"
 

@@ -22,12 +22,13 @@ def test_response_stds_equal_the_std_over_all_images_of_each_3x3_layer():
     names = list(models.response_modules(model))
     assert [row["name"] for row in rows] == names and len(rows) == 18  # 3 stages x 3 blocks x 2 layers
     everything = torch.cat([images for images, _ in data])
-    outputs = {}
+    outputs: dict[str, torch.Tensor] = {}
     handles = [module.register_forward_hook(lambda _m, _i, output, name=name: outputs.__setitem__(name, output))
                for name, module in models.response_modules(model).items()]
     with torch.no_grad():
         model(everything)
-        block = model.layer1[0]
+        block = model.get_submodule("layer1.0")
+        assert isinstance(block, models.Block) and model.bn1 is not None
         first = block.bn1(block.conv1(model.relu(model.bn1(model.conv1(everything)))))
     for handle in handles:
         handle.remove()

@@ -249,6 +249,7 @@ def test_readme_mlflow_ui_serves_the_main_jobs_runs(cpu_study):
     [command] = set(commands_matching(SERVED))  # the README and docs/mlflow.md give the same one
     server = subprocess.Popen(shlex.split(command), cwd=project, env=script_environment(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    assert server.stdout is not None
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -320,7 +321,8 @@ def test_set_param_takes_every_key_of_every_section(tmp_path):
     from resnet_repro.config import Params
 
     sections = Params.model_fields.values()
-    assert len(overrides) // 2 == sum(len(section.annotation.model_fields) for section in sections)
+    assert len(overrides) // 2 == sum(len(section.annotation.model_fields) for section in sections
+                                      if section.annotation is not None)
     run(["dvc", "exp", "run", "--dry", "--force", *overrides], project, timeout=600)
     assert yaml.safe_load((project / "params.yaml").read_text()) == params
 
@@ -428,5 +430,6 @@ def test_metrics_diff_and_plots_diff_between_two_experiments(cpu_study, vega_scr
         browser.close()
     assert not errors, errors
     with Image.open(tmp_path / "plots.png") as image:
-        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 20  # axes, curves, legend: not blank
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colors is not None and len(colors) > 20  # axes, curves, legend: not blank
     print(f"plots diff screenshot: {tmp_path / 'plots.png'}")

@@ -199,7 +199,9 @@ def test_skip_report_is_logged_to_mlflow(prepared):
 
     params, _, _ = prepared
     client = MlflowClient(params.mlflow.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    experiment = client.get_experiment_by_name("test")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.metrics["skipped_files"] == len(BROKEN)
     assert [artifact.path for artifact in client.list_artifacts(run.info.run_id)] == ["skipped.json"]
 

@@ -74,6 +74,7 @@ def test_registered_model_carries_the_class_names(project):
     assert description["class_names"] == [f"n{index:08d}" for index in range(CLASSES)]
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     version = client.get_model_version_by_alias(registry["name"], "champion")
+    assert version.run_id is not None
     run_metrics = client.get_run(version.run_id).data.metrics
     assert {"val_ten_crop_top1_error", "val_multi_scale_top1_error"} <= set(run_metrics)
 

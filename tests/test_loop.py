@@ -17,7 +17,7 @@ from resnet_repro.train.errors import TrainingDiverged, TrainingInterrupted
 from resnet_repro.train.loop import Hooks, TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
 from resnet_repro.train.recipe import PaperSchedule
-from resnet_repro.train.state import resume_or_start
+from resnet_repro.train.state import TrainingState, resume_or_start
 
 CPU = torch.device("cpu")
 
@@ -77,7 +77,7 @@ def test_resumed_run_ends_bitwise_equal_to_uninterrupted_run(tmp_path, capsys):
     fit(step, schedule, FixedBatches(), train)
     uninterrupted = step.model.state_dict()
 
-    checkpoints = []
+    checkpoints: list[TrainingState] = []
     fit(*make_run(train), FixedBatches(), train, hooks=collect(checkpoints))
     # Pretend the process died right after the checkpoint at iteration 6 (mid-epoch: 6 % 4 = 2).
     path = tmp_path / "checkpoint.pt"
@@ -94,18 +94,19 @@ def test_resumed_run_ends_bitwise_equal_to_uninterrupted_run(tmp_path, capsys):
 
 
 def test_checkpoints_are_taken_every_n_and_at_the_end():
-    checkpoints = []
+    checkpoints: list[TrainingState] = []
     train = train_params(7)
     fit(*make_run(train), FixedBatches(), train, hooks=collect(checkpoints))
     assert [(state.iteration, state.complete) for state in checkpoints] == [(3, False), (6, False), (7, True)]
 
 
 def test_nan_loss_stops_naming_the_iteration_and_loss_and_keeps_last_good_checkpoint():
-    checkpoints = []
+    checkpoints: list[TrainingState] = []
     train = train_params(50, lr=1e6, milestones=[])
     with pytest.raises(TrainingDiverged, match=r"^(loss is (nan|inf)|weights became non-finite) at iteration \d+ "):
         fit(*make_run(train), FixedBatches(), train, hooks=collect(checkpoints))
     for state in checkpoints:
+        assert state.model is not None
         assert all(torch.isfinite(t).all() for t in state.model.values() if t.is_floating_point())
         assert all(math.isfinite(row["loss"]) for row in state.curves.steps)
 

@@ -116,7 +116,8 @@ def run_stage(stage: str, projects: list[Path]) -> list[dict]:
 @pytest.fixture(scope="module")
 def peaks(tmp_path_factory, cifar10) -> dict:
     """{scale: {"images", "decoded", "prepare", "ffcv"}} for folders of N and SCALE * N images."""
-    results, projects = {}, {}
+    results: dict[int, dict] = {}
+    projects = {}
     for scale in (1, SCALE):
         project = projects[scale] = tmp_path_factory.mktemp(f"project{scale}n")
         root = cifar_image_folder(cifar10, project / "photos", classes=CLASSES, train_per_class=scale * TRAIN_PER_CLASS,

@@ -4,6 +4,7 @@ torch.compile)."""
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -79,8 +80,15 @@ def _small(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, torch.randn(2, 3, size, size), torch.randint(0, s.num_classes, (2,))
 
 
-def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _loss(model: Callable[..., torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(images), labels)
+
+
+def _block(model: nn.Module, name: str) -> Block:
+    """The block `name` (e.g. "layer1.0") of `model`, typed as one."""
+    block = model.get_submodule(name)
+    assert isinstance(block, Block), f"{name} is a {type(block).__name__}"
+    return block
 
 
 def _eval_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -193,6 +201,7 @@ def test_torchvision_state_dict_gives_the_same_logits(depth):
     # Fresh BNs are the identity in eval mode, which would hide two BNs swapped in a block.
     with torch.no_grad():
         for bn in (m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)):
+            assert bn.running_mean is not None and bn.running_var is not None  # tracked, as by default
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.uniform_(-0.5, 0.5)
             bn.running_mean.uniform_(-0.5, 0.5)
@@ -219,6 +228,7 @@ def test_resnet18_cifar_is_torchvisions_resnet18_with_a_cifar_stem():
     reference = _torchvision_resnet18_cifar().eval()
     with torch.no_grad():  # BNs that are not the identity, as above
         for bn in (m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)):
+            assert bn.running_mean is not None and bn.running_var is not None  # tracked, as by default
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.uniform_(-0.5, 0.5)
             bn.running_mean.uniform_(-0.5, 0.5)
@@ -244,13 +254,15 @@ def test_resnet18_cifar_keeps_32x32_images_whole_until_its_stages_halve_them():
     # Projections (option B) where the shape changes, nothing elsewhere; the plain twin has the same blocks.
     downsamples = [b.downsample for b in model.modules() if isinstance(b, Block)]
     assert [d is not None for d in downsamples] == [False, False, True, False, True, False, True, False]
-    assert all(isinstance(d[0], nn.Conv2d) and d[0].kernel_size == (1, 1) for d in downsamples if d is not None)
+    assert all(isinstance(d, nn.Sequential) and isinstance(d[0], nn.Conv2d) and d[0].kernel_size == (1, 1)
+               for d in downsamples if d is not None)
     assert not any(b.residual for b in plain.modules() if isinstance(b, Block))
     assert spec("plain18-cifar").blocks_per_stage == spec("resnet18-cifar").blocks_per_stage == (2, 2, 2, 2)
     # ImageNet's stem would leave a 32x32 image 1x1 in the last stage: the reason for the -cifar nets.
     imagenet_sizes = []
     imagenet = build("resnet18", num_classes=10)
-    imagenet.layer4.register_forward_hook(lambda _m, _i, output: imagenet_sizes.append(tuple(output.shape[2:])))
+    imagenet.get_submodule("layer4").register_forward_hook(
+        lambda _m, _i, output: imagenet_sizes.append(tuple(output.shape[2:])))
     imagenet(torch.randn(2, 3, 32, 32))
     assert imagenet_sizes == [(1, 1)]
 
@@ -268,7 +280,7 @@ def test_cifar_nets_have_a_3x3_stem_three_stages_and_no_maxpool():
     ]  # fmt: skip
     # Pre-activation: the first block normalises conv1's output, a BN-ReLU ends the last stage.
     preact = build("preact-resnet110")
-    assert preact.bn1 is None and preact.final_bn.num_features == 64
+    assert preact.bn1 is None and preact.final_bn is not None and preact.final_bn.num_features == 64
 
 
 def test_plain_nets_are_residual_nets_without_the_additions():
@@ -277,11 +289,11 @@ def test_plain_nets_are_residual_nets_without_the_additions():
     assert all(b.residual for b in residual.modules() if isinstance(b, Block))
     plain.load_state_dict(residual.state_dict())  # option A: the very same parameters
     x = torch.randn(2, 16, 8, 8)
-    r = residual.layer1[0]
+    r = _block(residual, "layer1.0")
     with torch.no_grad():
         branch = r.bn2(r.conv2(F.relu(r.bn1(r.conv1(x)))))
         torch.testing.assert_close(r(x), F.relu(branch + x))
-        torch.testing.assert_close(plain.layer1[0](x), F.relu(branch))
+        torch.testing.assert_close(plain.get_submodule("layer1.0")(x), F.relu(branch))
 
 
 def test_shortcut_options_b_and_c():
@@ -295,14 +307,15 @@ def test_shortcut_options_b_and_c():
 
 
 def test_stride_placement_moves_the_stride_within_the_bottleneck():
-    v1, v15 = build("resnet50").layer2[0], build("resnet50", stride_placement="v1.5").layer2[0]
+    v1, v15 = _block(build("resnet50"), "layer2.0"), _block(build("resnet50", stride_placement="v1.5"), "layer2.0")
+    assert v1.conv3 is not None and v15.conv3 is not None  # bottlenecks
     assert [v1.conv1.stride, v1.conv2.stride, v1.conv3.stride] == [(2, 2), (1, 1), (1, 1)]
     assert [v15.conv1.stride, v15.conv2.stride, v15.conv3.stride] == [(1, 1), (2, 2), (1, 1)]
 
 
 def test_init_is_he_normal_fan_out_and_unit_bn():
     model = build("resnet56")
-    conv = model.layer3[4].conv2  # 64 -> 64, 3x3: fan_out 576, std sqrt(2/576)
+    conv = _block(model, "layer3.4").conv2  # 64 -> 64, 3x3: fan_out 576, std sqrt(2/576)
     assert conv.weight.std().item() == pytest.approx((2 / 576) ** 0.5, rel=0.05)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(torch.equal(bn.weight, torch.ones_like(bn.weight)) and not bn.bias.any() for bn in bns)
@@ -372,7 +385,9 @@ def test_counterpart_is_the_same_net_for_the_other_image_size():
     assert counterpart("plain34") == "plain34-cifar" and counterpart("resnet34-c") == "resnet34-c-cifar"
     assert counterpart("resnet20") is None and counterpart("cifar-resnet50") is None
     for name in ("resnet18", "plain34", "resnet50", "preact-resnet152"):
-        imagenet, cifar = spec(name), spec(counterpart(name))
+        other = counterpart(name)
+        assert other is not None
+        imagenet, cifar = spec(name), spec(other)
         assert (imagenet.blocks_per_stage, imagenet.widths, imagenet.block, imagenet.shortcut) == \
             (cifar.blocks_per_stage, cifar.widths, cifar.block, cifar.shortcut)
         assert (imagenet.dataset, cifar.dataset) == ("imagenet", "cifar10")
@@ -437,7 +452,7 @@ def test_response_modules_are_every_3x3_layer_in_forward_order():
     modules = response_modules(model)
     assert len(modules) == 18  # 3 stages x 3 blocks x 2 layers
     assert list(modules)[:3] == ["layer1.0.bn1", "layer1.0.bn2", "layer1.1.bn1"]
-    assert modules["layer3.2.bn2"] is model.layer3[2].bn2
+    assert modules["layer3.2.bn2"] is model.get_submodule("layer3.2.bn2")
     # Pre-activation blocks: BN precedes the conv, so the 3x3 conv's output is the response.
     preact = response_modules(build("preact-resnet20"))
     assert len(preact) == 18 and all(m.kernel_size == (3, 3) for m in preact.values())
@@ -534,7 +549,12 @@ def test_every_kind_exports_with_a_dynamic_batch(kind):
     torch.testing.assert_close(exported.module()(other), _eval_logits(model, other))
 
 
-def _compiled(model: nn.Module) -> nn.Module:
+def _prefixed(prefix: str) -> Callable[[str], str]:
+    """An assert_close message: its own, after `prefix`."""
+    return lambda message: f"{prefix}: {message}"
+
+
+def _compiled(model: nn.Module) -> Callable[..., torch.Tensor]:
     # A fresh dynamo: the nets share their forward code, and past its recompile limit (8) dynamo
     # would quietly run the next nets eager. fullgraph: each net traces as one graph, no breaks.
     torch._dynamo.reset()
@@ -572,7 +592,7 @@ def test_every_kind_trains_under_torch_compile(kind):
     _loss(eager, images, labels).backward()
     for (key, parameter), reference in zip(model.named_parameters(), eager.parameters()):
         torch.testing.assert_close(
-            parameter.grad, reference.grad, rtol=1e-9, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}"
+            parameter.grad, reference.grad, rtol=1e-9, atol=1e-12, msg=_prefixed(key)
         )
 
 

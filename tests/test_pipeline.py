@@ -75,8 +75,9 @@ def test_study_run_trains_both_nets_at_once_and_dvc_restores_them(trained):
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    runs = {r.info.run_name: r for r in client.search_runs(
-        [client.get_experiment_by_name("resnet-repro-cifar10").experiment_id])}
+    experiment = client.get_experiment_by_name("resnet-repro-cifar10")
+    assert experiment is not None
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     plain, residual = runs["plain20 seed 0"], runs["resnet20 seed 0"]
     assert plain.data.tags["mlflow.parentRunId"] == residual.data.tags["mlflow.parentRunId"] \
         == runs["cifar-paper"].info.run_id
@@ -201,6 +202,7 @@ def test_kill_9_during_training_then_repro_resumes(project):
     # -f: train again from scratch (the finished checkpoint is not resumed).
     process = subprocess.Popen(["dvc", "repro", "-f", "--single-item", "train@resnet20-0"], cwd=project, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    assert process.stdout is not None
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and process.poll() is None:

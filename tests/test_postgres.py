@@ -13,6 +13,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -86,7 +87,7 @@ def _as_owner(owner: pwd.struct_passwd | None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Postgres:
+def postgres() -> Iterator[Postgres]:
     bin_dir = _postgres_bin_dir()
     if bin_dir is None:
         pytest.skip("the PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql")
@@ -127,7 +128,7 @@ def postgres() -> Postgres:
 
 
 @pytest.fixture(scope="module")
-def tracking_server(postgres, tmp_path_factory) -> TrackingServer:
+def tracking_server(postgres, tmp_path_factory) -> Iterator[TrackingServer]:
     workdir = tmp_path_factory.mktemp("tracking-server")
     artifacts = workdir / "artifacts"
     with server.tracking_server(postgres.uri, workdir / "server.log", "--artifacts-destination", str(artifacts),
@@ -176,7 +177,7 @@ def test_runs_registration_and_pulling_go_through_a_postgres_backed_server(
     assert (card["lineage"]["mlflow_run_id"], card["lineage"]["params"]["train.lr"]) == (run.run_id, "0.1")
 
     loaded = load_registered(f"{NAME}@champion", uri)
-    batch = normalize(torch.from_numpy(cifar10.test_images[:8]).permute(0, 3, 1, 2), loaded.mean_image)
+    batch = normalize(torch.from_numpy(cifar10.test_images[:8]).permute(0, 3, 1, 2), loaded.get_buffer("mean_image"))
     with torch.inference_mode():
         assert torch.equal(loaded(batch), module(batch))
 

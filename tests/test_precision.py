@@ -76,6 +76,7 @@ def test_fp16_trains_through_overflows_and_resumes_bitwise_with_its_gradient_sca
     at_6, final = next(state for state in checkpoints if state.iteration == 6), checkpoints[-1]
     # The scaler backed off before the checkpoint the run resumes from, and again after it: its scale and
     # its count of good steps are state that the resumed run must carry on from.
+    assert at_6.scaler is not None and final.scaler is not None
     assert at_6.scaler["scale"] < FIRST_SCALE and final.scaler["scale"] < at_6.scaler["scale"]
 
     resumed_weights, resumed_checkpoints = resumed_from(at_6, tmp_path / "checkpoint.pt", params,

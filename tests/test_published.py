@@ -36,7 +36,9 @@ def archive_test_batch(archive: Path) -> tuple[np.ndarray, np.ndarray]:
     """The archive's test images (N, 3, 32, 32, float32) and labels, read once for all the published nets."""
     with tarfile.open(archive) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("test_batch"))
-        batch = pickle.load(tar.extractfile(member), encoding="bytes")
+        test_batch = tar.extractfile(member)
+        assert test_batch is not None
+        batch = pickle.load(test_batch, encoding="bytes")
     return batch[b"data"].reshape(-1, 3, 32, 32).astype(np.float32), np.asarray(batch[b"labels"])
 
 

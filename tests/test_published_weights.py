@@ -11,6 +11,7 @@ tests/test_wheel.py does the same from an installed wheel.
 import importlib.util
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def published(results, tmp_path, monkeypatch) -> weights.Weights:
 
 
 @pytest.fixture
-def server(results, monkeypatch) -> list[str]:
+def server(results, monkeypatch) -> Iterator[list[str]]:
     """results/ served over HTTP as the weights' base URL; the paths requested."""
     with static_files(results) as (url, requests):
         monkeypatch.setenv(weights.BASE_URL_ENV, url)
@@ -182,6 +183,7 @@ def test_an_entry_listed_twice_is_refused(published):
 
 def publish_result_script():
     spec = importlib.util.spec_from_file_location("publish_result", REPOSITORY / "scripts" / "publish_result.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -192,7 +194,9 @@ def test_each_published_entry_is_the_line_publish_result_prints_for_its_folder(e
     """The entry agrees with its results folder, and is word for word what scripts/publish_result.py prints."""
     folder = REPOSITORY / "results" / entry.folder
     assert entry.files(progress=False) == folder  # a checkout serves its own folder, every sha256 as pinned
-    commit = re.search(r"^\| commit \| `([0-9a-f]{40})` \|$", (folder / "README.md").read_text(), re.MULTILINE)[1]
+    found = re.search(r"^\| commit \| `([0-9a-f]{40})` \|$", (folder / "README.md").read_text(), re.MULTILINE)
+    assert found, f"{folder / 'README.md'} names no commit"
+    commit = found[1]
     assert entry.recipe in studies.STUDIES and entry.parameters == count_params(build(entry.model))
     line = publish_result_script().weights_entry(entry.model, entry.name, entry.folder, entry.recipe, commit[:12],
                                                  folder)

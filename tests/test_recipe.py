@@ -159,7 +159,8 @@ def test_the_loop_feeds_the_validation_error_to_the_schedule_every_eval_every_an
     assert [step for step, metrics in logged if "val_error" in metrics] == [2, 4, 6, 8]
     lrs = {step: metrics["lr"] for step, metrics in logged if "lr" in metrics}
     assert lrs[2] == 0.05 and math.isclose(lrs[6], 0.005) and math.isclose(lrs[8], 0.0005)
-    assert checkpoints[-1]["plateau_decays"] == 3
+    last = checkpoints[-1]
+    assert last is not None and last["plateau_decays"] == 3
 
 
 def cosine_recipe(raw: dict) -> dict:

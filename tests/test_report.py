@@ -158,7 +158,8 @@ def test_figures_are_png_and_listed(cifar_report):
             width, height = image.size
             assert 1000 <= width <= 3000 and 500 <= height <= 1500, image.size
             # Not a blank canvas: curves in several colours.
-            assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+            colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+            assert colors is not None and len(colors) > 50
         assert f"]({file})" in markdown  # a relative link, which GitHub renders
     assert not list(layout.reports_dir.glob(".*"))  # no temporary files left behind
 
@@ -249,6 +250,7 @@ def test_report_is_logged_to_the_study_parent_run(cifar_report, store):
 
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("resnet-repro-cifar10")
+    assert experiment is not None
     [parent] = client.search_runs([experiment.experiment_id], filter_string=f"tags.{STUDY_RUN_TAG} = 'test-study'")
     assert parent.info.run_name == "test-study"
     artifacts = {entry.path for entry in client.list_artifacts(parent.info.run_id)}

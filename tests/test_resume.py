@@ -187,13 +187,15 @@ def test_a_saved_state_loads_back_field_for_field_and_restores_the_training(tmp_
     loaded = TrainingState.load(tmp_path / "checkpoint.pt")
     assert (loaded.fingerprint, loaded.run_id, loaded.iteration, loaded.complete, loaded.seconds,
             loaded.images_trained) == ("abc", "run-1", 3, False, 1.5, 24)
-    assert loaded.curves == state.curves and loaded.window["images"] == 8 and loaded.started
+    assert loaded.curves == state.curves and loaded.window is not None and loaded.window["images"] == 8
+    assert loaded.started
     restored = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     optimizer = torch.optim.SGD(restored.parameters(), lr=0.1, momentum=0.9)
     loaded.restore(restored, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=2),
                    torch.amp.GradScaler("cpu", enabled=False))
     for name, tensor in model.state_dict().items():
         assert torch.equal(restored.state_dict()[name], tensor), name
+    assert state.optimizer is not None
     assert all(torch.equal(optimizer.state[p]["momentum_buffer"], state.optimizer["state"][i]["momentum_buffer"])
                for i, p in enumerate(restored.parameters()))
     assert torch.equal(torch.get_rng_state(), expected_rng)

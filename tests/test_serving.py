@@ -10,6 +10,8 @@ import io
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +52,7 @@ def registered(store, cifar10, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(registered, store, tmp_path_factory) -> str:
+def server(registered, store, tmp_path_factory) -> Iterator[str]:
     """The base URL of `mlflow models serve` for the champion, started on a free loopback port."""
     workdir = tmp_path_factory.mktemp("serving-server")
     url = f"http://127.0.0.1:{free_port()}"
@@ -143,7 +145,8 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
     assert status == 200 and len(body["predictions"]) == 2
 
 
-def _post(server: str, request) -> tuple[int, dict | str]:
+def _post(server: str, request) -> tuple[int, Any]:
+    """The status and the body: parsed JSON, or the text where it is not JSON."""
     data = request if isinstance(request, bytes) else json.dumps(request).encode()
     post = urllib.request.Request(f"{server}/invocations", data=data, headers={"Content-Type": "application/json"})
     try:

@@ -125,7 +125,9 @@ def test_a_resumed_run_keeps_its_id_and_logs_no_step_twice(store):
     assert "failure_reason" not in finished.data.tags
     assert finished.data.params["train.lr"] == "0.1"
     assert finished.data.tags["data_version"] == "md5:1234"
-    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    experiment_id = experiment.experiment_id
     assert len(client.search_runs([experiment_id], "attributes.run_name = 'interrupted'")) == 1
 
 
@@ -342,7 +344,7 @@ def test_registering_leaves_the_runs_start_end_and_status_as_training_left_them(
     after = client.get_run(ended_an_hour_ago)
     assert (after.info.start_time, after.info.end_time, after.info.status) == \
         (before.start_time, before.end_time, "FINISHED")
-    assert len(after.outputs.model_outputs) == 1  # the model was logged to this run
+    assert after.outputs is not None and len(after.outputs.model_outputs) == 1  # the model was logged to this run
 
 
 def test_a_registration_that_fails_also_leaves_the_run_as_it_was(store, trained, ended_an_hour_ago, monkeypatch):
@@ -421,8 +423,9 @@ def test_runs_of_a_study_nest_under_one_parent_and_the_parent_is_found_again(sto
     with TrainingRun.start(store, "nesting", "resnet20 seed 0", {}, {"study": "other"}) as run:
         other = run.run_id
     client = MlflowClient(store)
-    [parent] = client.search_runs([client.get_experiment_by_name("nesting").experiment_id],
-                                  filter_string=f"tags.{STUDY_RUN_TAG} = 'depth'")
+    experiment = client.get_experiment_by_name("nesting")
+    assert experiment is not None
+    [parent] = client.search_runs([experiment.experiment_id], filter_string=f"tags.{STUDY_RUN_TAG} = 'depth'")
     assert parent.info.run_name == "depth" and parent.info.status == "FINISHED"
     assert [client.get_run(i).data.tags[PARENT_RUN_TAG] for i in ids] == [parent.info.run_id] * 2
     assert client.get_run(other).data.tags[PARENT_RUN_TAG] != parent.info.run_id

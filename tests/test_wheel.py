@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ def venv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base_url() -> str:
+def base_url() -> Iterator[str]:
     with static_files(REPOSITORY / "results") as (url, _):
         yield url
 

@@ -23,8 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -107,9 +109,10 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
         compile=settings.compile)
     baseline_train = configured_train.model_copy(update={"precision": "fp32", "channels_last": False, "compile": False})
     depth = models.spec(settings.model).depth
-    common = {"batch_size": settings.batch_size, "train": True, "mean_image": mean_image, "device": device,
-              "num_workers": settings.workers}
+    common: dict[str, Any] = {"batch_size": settings.batch_size, "train": True, "mean_image": mean_image,
+                              "device": device, "num_workers": settings.workers}
 
+    loader: Loader
     with tempfile.TemporaryDirectory() as directory:
         if settings.backend == "ffcv":
             from resnet_repro.data.ffcv_io import make_loader, write_beton
@@ -122,7 +125,8 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
 
             loader = TorchLoader(ArrayImages(images, labels, augmentation, train=True), **common)
         memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-        model = models.build(settings.model).to(device, memory_format=memory_format)
+        # Module.to takes memory_format beside a device; torch's overloads of it do not say so.
+        model = models.build(settings.model).to(device, memory_format=memory_format)  # type: ignore[call-overload]
         configured = _training_images_per_second(model, depth, loader, configured_train, device)
         del loader  # and its threads, before the baseline's DataLoader forks its workers
         gc.collect()
@@ -172,7 +176,8 @@ def compare_precisions(archive: Path, params: Params, *, model_name: str = "resn
                            milestones=milestones, warmup_max_iterations=0, linear_warmup_iterations=0,
                            precision=precision, channels_last=True, compile=False)
         torch.manual_seed(seed)
-        model = models.build(model_name).to(device, memory_format=torch.channels_last)
+        # Module.to takes memory_format beside a device; torch's overloads of it do not say so.
+        model = models.build(model_name).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         train_loader = TorchLoader(ArrayImages(arrays.train_images, arrays.train_labels, augmentation, train=True),
                                    batch_size=batch_size, train=True, mean_image=mean_image, device=device,
                                    num_workers=workers, seed=seed)
@@ -325,6 +330,7 @@ def _time_train_start(params: Params, layout: Layout, variant: str, stopwatch: _
         run = train_stage.start_run(params, layout, variant, 0, device, processes, resume_run_id=None)
     with run:
         batches = iter(train_loader)
+        assert isinstance(batches, Generator)  # both backends' batches are generators, which can be closed
         with stopwatch.part("first_batch"):
             images, labels = next(batches)
         batches.close()  # the loader's threads or workers stop with their epoch
@@ -339,7 +345,8 @@ def _time_train_start(params: Params, layout: Layout, variant: str, stopwatch: _
     return {"run_id": run.run_id}
 
 
-def _time_evaluate_start(params: Params, layout: Layout, variant: str, run_id: str, stopwatch: _Stopwatch) -> dict:
+def _time_evaluate_start(params: Params, layout: Layout, variant: str, run_id: str | None,
+                         stopwatch: _Stopwatch) -> dict:
     """stages.evaluate's start, with its own pieces, on the test split."""
     device = resolve_device(params.train.device)
     with stopwatch.part("load_net"):

@@ -316,6 +316,7 @@ def _project_archive(params_path: Path, command: str) -> Path:
     if params.data.dataset != "cifar10":
         raise ValueError(f"{params_path}: data.dataset = {params.data.dataset!r}: {command} needs CIFAR-10 "
                          "(pass --archive)")
+    assert params.data.archive is not None  # DataParams requires it for CIFAR-10
     return fetch_archive(params.data.archive, Layout(params_path.parent).raw_dir)
 
 

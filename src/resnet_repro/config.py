@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -317,7 +318,7 @@ class Params(Section):
         return self
 
 
-def _describe(error: dict[str, Any], raw: dict) -> str:
+def _describe(error: ErrorDetails, raw: dict) -> str:
     """One line for one pydantic error: the dotted key path, the value found, and what is wrong."""
     path = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")

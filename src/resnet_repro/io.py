@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary_path)``, fsync it, then rename it to `path`."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(temporary_path)`` (its result is ignored), fsync it, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -19,13 +19,13 @@ from resnet_repro.train.recipe import recipe_settings
 
 # A study's claims are judged against the spread between seeds at its own scale (report/claims.py); a
 # study that sets none measures it with several seeds, or leaves its claims untested with one.
-_NOT_QUOTED = {"source": None, "iterations": None, "test_error_std": {}}
-_NO_SEED_SPREAD = {"study.seed_spread": {"iterations": None, "subset": None, "seeds": None, "margins": {},
+_NOT_QUOTED: dict[str, Any] = {"source": None, "iterations": None, "test_error_std": {}}
+_NO_SEED_SPREAD: dict[str, Any] = {"study.seed_spread": {"iterations": None, "subset": None, "seeds": None, "margins": {},
                                          "quoted": _NOT_QUOTED}}
 # Each net's std of test error over five runs of the paper's CIFAR-10 recipe (64k iterations, all 50k
 # training images) by a public reproduction, quoted (docs/studies.md, "Quoted spreads"): where no spread
 # was measured, a one-seed study at that length judges its test-error claims against it.
-_QUOTED_CIFAR_SPREAD = {"study.seed_spread": {
+_QUOTED_CIFAR_SPREAD: dict[str, Any] = {"study.seed_spread": {
     "iterations": None, "subset": None, "seeds": None, "margins": {},
     "quoted": {"source": "a public reproduction of the paper's CIFAR-10 recipe, five runs per net, each scored "
                          "once at the end",

@@ -77,13 +77,13 @@ def augmentation_for(dataset: str, params: AugmentParams, stats: dict) -> Augmen
         eigval, eigvec = stats["eigval"], stats["eigvec"]
     else:
         eigval, eigvec = IMAGENET_EIGVAL, IMAGENET_EIGVEC
-    common = {"flip": params.flip, "color_jitter": params.color_jitter, "lighting_std": params.lighting_std,
-              "eigval": tuple(np.asarray(eigval, dtype=float)),
-              "eigvec": tuple(map(tuple, np.asarray(eigvec, dtype=float)))}
+    common: dict[str, Any] = {"flip": params.flip, "color_jitter": params.color_jitter,
+                              "lighting_std": params.lighting_std, "eigval": tuple(np.asarray(eigval, dtype=float)),
+                              "eigvec": tuple(map(tuple, np.asarray(eigvec, dtype=float)))}
     if dataset == "cifar10":
         height = stats["mean_image"].shape[0]
         return Augmentation(crop_size=height, crop_padding=params.crop_padding, **common)
-    return Augmentation(crop_size=params.crop_size, shorter_side_range=tuple(params.scale_range),
+    return Augmentation(crop_size=params.crop_size, shorter_side_range=params.scale_range,
                         eval_resize=params.eval_resize, **common)
 
 

@@ -7,9 +7,10 @@ could be fed.
 import itertools
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,9 @@ class DataLoaderBatches:
 
     @property
     def num_images(self) -> int:
-        return len(self._loader.dataset)
+        dataset = self._loader.dataset
+        assert isinstance(dataset, Sized)  # torch's Dataset does not promise a length; these datasets have one
+        return len(dataset)
 
     def __len__(self) -> int:
         return len(self._loader)
@@ -117,7 +120,8 @@ def bench_imagefolder(root: Path, settings: BenchSettings, augment: AugmentParam
     # Only readable files are benchmarked, as only they reach FFCV through the prepare stage: an
     # unreadable one makes FFCV's writer wait forever for the process it killed, and stops the
     # torch and torchvision pipelines mid-run. So every file is decoded once here, first.
-    samples, views = [], []
+    samples: list[imagefolder.Sample] = []
+    views: list[np.ndarray] = []
     for sample in folder.samples["train"]:
         view, _ = imagefolder.inspect(sample, 224, 256)
         if view is not None:
@@ -145,13 +149,13 @@ def bench_imagefolder(root: Path, settings: BenchSettings, augment: AugmentParam
                          augmentation, stats, settings), "images": len(samples), "skipped_files": skipped}
 
 
-def _bench_all(write_ffcv, torch_dataset: Dataset, torchvision_dataset: Dataset, augmentation: Augmentation,
-               stats: dict, settings: BenchSettings) -> dict:
+def _bench_all(write_ffcv, torch_dataset: ArrayImages | FileImages, torchvision_dataset: Dataset,
+               augmentation: Augmentation, stats: dict, settings: BenchSettings) -> dict:
     from resnet_repro.data.ffcv_io import make_loader
 
     mean_image = mean_image_tensor(stats, size=augmentation.crop_size)
-    common = {"batch_size": settings.batch_size, "train": True, "mean_image": mean_image, "device": CPU,
-              "num_workers": settings.workers}
+    common: dict[str, Any] = {"batch_size": settings.batch_size, "train": True, "mean_image": mean_image,
+                              "device": CPU, "num_workers": settings.workers}
     with tempfile.TemporaryDirectory() as directory:
         beton = Path(directory) / "train.beton"
         write_ffcv(beton)

@@ -145,7 +145,9 @@ def _read_members(path: Path, wanted: set[str]) -> dict[str, object]:
             for member in archive:
                 if member.name in wanted:
                     reading = member.name
-                    contents[member.name] = _unpickle(archive.extractfile(member).read(), path, member.name)
+                    member_file = archive.extractfile(member)
+                    assert member_file is not None, f"{member.name} is not a regular file"
+                    contents[member.name] = _unpickle(member_file.read(), path, member.name)
                     reading = None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         where = f" while reading member {reading}" if reading else ""

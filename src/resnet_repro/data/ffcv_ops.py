@@ -65,7 +65,8 @@ class PCALightingOperation(_PerImageOperation):
                 add_rgb_shift(images[index], lighting_shift(alpha, eigval, eigvec), destination[index])
             return destination[:images.shape[0]]
 
-        add_lighting.is_parallel = True
+        # FFCV's compiler reads this flag off the function, an attribute no function type declares.
+        add_lighting.is_parallel = True  # type: ignore[attr-defined]
         return add_lighting
 
 
@@ -86,5 +87,6 @@ class ColorJitterOperation(_PerImageOperation):
                 jitter_colors(images[index], factors, np.random.permutation(3), destination[index])
             return destination[:images.shape[0]]
 
-        jitter.is_parallel = True
+        # FFCV's compiler reads this flag off the function, an attribute no function type declares.
+        jitter.is_parallel = True  # type: ignore[attr-defined]
         return jitter

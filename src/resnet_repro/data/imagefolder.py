@@ -61,7 +61,8 @@ def scan(root: Path) -> ImageFolder:
     if unknown:
         raise DataError(f"{root / 'val'}: class folder(s) {unknown} do not exist in {root / 'train'}")
 
-    samples, strays = {}, []
+    samples: dict[str, list[Sample]] = {}
+    strays: list[Skipped] = []
     for split in SPLITS:
         samples[split] = []
         for entry in sorted((root / split).iterdir()):

@@ -12,7 +12,7 @@ batch included, so that every image is counted.
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -61,8 +61,9 @@ def make_split_loader(params: Params, layout: Layout, split: str, *, train: bool
     torch reads the prepared data directly. With `num_replicas` > 1 (data-parallel training) it yields
     this process's share, `rank`, of each epoch: every process the same number of batches."""
     augmentation = augmentation_from(params, layout)
-    settings = {"batch_size": batch_size, "train": train, "mean_image": mean_image, "device": device,
-                "num_workers": params.loader.num_workers, "seed": seed, "rank": rank, "num_replicas": num_replicas}
+    settings: dict[str, Any] = {"batch_size": batch_size, "train": train, "mean_image": mean_image, "device": device,
+                                "num_workers": params.loader.num_workers, "seed": seed, "rank": rank,
+                                "num_replicas": num_replicas}
     # Each backend is imported only when chosen: the torch backend must work where FFCV is not installed.
     if params.loader.backend == "ffcv":
         from resnet_repro.data.ffcv_io import make_loader
@@ -70,8 +71,10 @@ def make_split_loader(params: Params, layout: Layout, split: str, *, train: bool
         return make_loader(layout.ffcv_dir / beton(split), augmentation=augmentation, **settings)
     from resnet_repro.data.torch_loader import ArrayImages, FileImages, TorchLoader
 
+    dataset: ArrayImages | FileImages
     if params.data.dataset == "cifar10":
         dataset = ArrayImages(*read_split(layout.prepared_dir, split), augmentation, train)
     else:
+        assert params.data.root is not None  # DataParams requires it for an image folder
         dataset = FileImages(read_list(layout.prepared_dir, split, Path(params.data.root)), augmentation, train)
     return TorchLoader(dataset, **settings)

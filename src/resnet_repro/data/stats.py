@@ -48,6 +48,7 @@ class StatsAccumulator:
     def result(self) -> dict:
         if not self.num_images:
             raise ValueError("no images were added")
+        assert self._pixel_sums is not None  # the first `add` made it
         height, width, _ = self._pixel_sums.shape
         mean_image = self._pixel_sums / self.num_images
         channel_mean = mean_image.mean(axis=(0, 1)) / _PIXEL_MAX

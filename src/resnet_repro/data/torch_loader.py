@@ -33,7 +33,7 @@ class Draw(NamedTuple):
     """What the training sampler hands a dataset: which image, and the (seed, epoch) its augmentation
     is drawn from. Evaluation hands plain indices."""
 
-    index: int
+    image_index: int  # not `index`, which would hide tuple.index
     seed: int
     epoch: int
 
@@ -56,7 +56,7 @@ class _SampleRandomness:
             step.random_generator, step.py_random = generator, self._python
 
     def reseed(self, draw: Draw) -> None:
-        key = hashlib.blake2b(f"{draw.seed},{draw.epoch},{draw.index}".encode(), digest_size=32).digest()
+        key = hashlib.blake2b(f"{draw.seed},{draw.epoch},{draw.image_index}".encode(), digest_size=32).digest()
         self._bits.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
                             "state": {"state": int.from_bytes(key[:16], "little"),
                                       "inc": int.from_bytes(key[16:], "little") | 1}}
@@ -81,7 +81,7 @@ class _AugmentedImages(Dataset):
 
     @staticmethod
     def _index(key: int | Draw) -> int:
-        return key.index if isinstance(key, Draw) else key
+        return key.image_index if isinstance(key, Draw) else key
 
 
 class ArrayImages(_AugmentedImages):
@@ -171,7 +171,7 @@ class TorchLoader:
     batch_size images of every global batch of batch_size * num_replicas.
     """
 
-    def __init__(self, dataset: Dataset, *, batch_size: int, train: bool, mean_image: torch.Tensor,
+    def __init__(self, dataset: ArrayImages | FileImages, *, batch_size: int, train: bool, mean_image: torch.Tensor,
                  device: torch.device, num_workers: int = 2, seed: int = 0, rank: int = 0,
                  num_replicas: int = 1):
         self._order = _EpochOrder(len(dataset), seed, shuffle=train, rank=rank, num_replicas=num_replicas)

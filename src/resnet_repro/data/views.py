@@ -38,7 +38,8 @@ def center_crop_box(height: int, width: int, crop_size: int, resize: int) -> tup
 
 
 def center_view(image: np.ndarray, crop_size: int, resize: int) -> np.ndarray:
-    top, left, side = center_crop_box(*image.shape[:2], crop_size, resize)
+    height, width = image.shape[:2]
+    top, left, side = center_crop_box(height, width, crop_size, resize)
     return resize_square(image, top, left, side, crop_size)
 
 

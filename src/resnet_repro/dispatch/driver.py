@@ -202,7 +202,8 @@ def _restore_in_workspace(root: Path, outcomes: list[NetOutcome], checkpoints: P
     failed = [outcome for outcome in outcomes if outcome.error]
     # Restored: the workspace's lock file records the very outputs the task pushed (a training run here
     # would have written others: its train.json holds its own run id and timings).
-    restored = [outcome for outcome in finished if lock_outputs(root, outcome.stage) == outcome.trained.outputs]
+    restored = [outcome for outcome in finished
+                if outcome.trained is not None and lock_outputs(root, outcome.stage) == outcome.trained.outputs]
     echo(f"study run: dvc repro restored {len(restored)} of {len(finished)} trained net(s) from the run-cache"
          + (f"; {len(failed)} failed: {', '.join(outcome.stage for outcome in failed)}" if failed else ""))
     if result.returncode != 0 and not failed:

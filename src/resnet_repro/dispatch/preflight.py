@@ -74,7 +74,7 @@ def require_a_node_for(request: dict[str, int], nodes: list[dict]) -> None:
     resources = [node["Resources"] for node in nodes if node["Alive"]]
     if any(all(node.get(kind, 0) >= amount for kind, amount in needs.items()) for node in resources):
         return
-    largest = max(resources, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)), default={})
+    largest: dict[str, float] = max(resources, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)), default={})
     raise StudyRunError(f"each net's task needs {needs['GPU']} GPU(s) (train.nproc) and {needs['CPU']} CPU(s) (one "
                         f"for each training process and for each of its loader.num_workers workers), but no node "
                         f"of the cluster has as many (the largest: {largest.get('GPU', 0):g} GPUs, "

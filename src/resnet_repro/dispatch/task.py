@@ -77,7 +77,8 @@ class Trained:
     node: str
     restored: bool  # DVC restored the stage from its run-cache: no training ran
     resumed_from: int | None  # the iteration the training continued from; None if it started from scratch
-    outputs: list[dict]  # the stage's outputs, their paths and hashes, as the task's dvc.lock records them
+    # The stage's outputs, their paths and hashes, as the task's dvc.lock records them (None: it has no entry).
+    outputs: list[dict] | None
     time: float
 
 
@@ -106,7 +107,8 @@ def train_net(net: Net, checkout: Checkout, progress) -> Trained:
 def _attempt() -> int:
     """Which attempt at the task this is. Ray 2.60 keeps the number in its core worker, whose public
     runtime context does not show it yet; Ray's own tests of task retries read it there."""
-    return ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()
+    # Ray sets `core_worker` when the worker connects; its Worker class does not declare it.
+    return ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()  # type: ignore[attr-defined]
 
 
 def _train(net: Net, node: str, checkout: Checkout) -> Trained:

@@ -9,6 +9,7 @@ runs), so the test set is read once for both the errors and the figure.
 from typing import Self
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from resnet_repro.models import response_modules
 
@@ -19,7 +20,7 @@ class LayerResponses:
     def __init__(self, model: torch.nn.Module):
         self._modules = response_modules(model)
         self._sums = {name: torch.zeros(3, dtype=torch.float64) for name in self._modules}  # count, sum, sum of squares
-        self._handles = []
+        self._handles: list[RemovableHandle] = []
 
     def __enter__(self) -> Self:
         self._handles = [module.register_forward_hook(self._accumulator(name)) for name, module in self._modules.items()]

@@ -8,7 +8,7 @@ a stem and a classifier. Module names are torchvision's (`conv1`, `layer2.0.bn1`
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +131,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.conv3 is not None:
+        if self.conv3 is not None and self.bn3 is not None:  # a bottleneck, which has both
             out = self.bn3(self.conv3(F.relu(out)))
         # The paper adds before the last ReLU, so the branch's last BN output is signed.
         if self.residual:
@@ -180,7 +180,7 @@ class PreActBlock(nn.Module):
         preactivated = F.relu(self.bn1(x))
         out = self.conv1(preactivated)
         out = self.conv2(F.relu(self.bn2(out)))
-        if self.conv3 is not None:
+        if self.conv3 is not None and self.bn3 is not None:  # a bottleneck, which has both
             out = self.conv3(F.relu(self.bn3(out)))
         # As in the authors' code: the identity keeps x untouched, while a projection (or padding),
         # which changes the signal anyway, reads the shared pre-activation.
@@ -240,7 +240,7 @@ class ResNet(nn.Module):
         s = self.spec
         out_channels = EXPANSION[s.block] * width
         block_class = PreActBlock if s.family == "preact" else Block
-        options = {"bottleneck": s.block == "bottleneck", "stride_placement": s.stride_placement}
+        options: dict[str, Any] = {"bottleneck": s.block == "bottleneck", "stride_placement": s.stride_placement}
         if block_class is Block:
             options["residual"] = s.family == "residual"  # a plain net's block has no shortcut
         blocks = []
@@ -254,7 +254,8 @@ class ResNet(nn.Module):
     @property
     def layers(self) -> list[nn.Sequential]:
         """The stages, layer1 .. layerN."""
-        return [module for name, module in self.named_children() if name.startswith("layer")]
+        return [module for name, module in self.named_children()
+                if name.startswith("layer") and isinstance(module, nn.Sequential)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

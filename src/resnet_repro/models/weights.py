@@ -89,7 +89,7 @@ class Weights:
         the checkout's results folder, else the cache, downloading there what it lacks."""
         checkout = CHECKOUT_RESULTS / self.folder if CHECKOUT_RESULTS else None
         from_checkout = checkout is not None and checkout.is_dir()
-        directory = checkout if from_checkout else self.cache_dir
+        directory = checkout if checkout is not None and from_checkout else self.cache_dir
         description = self._checked(directory / DESCRIPTION, self.sha256, f"the published {self.ref}",
                                     not from_checkout, progress)
         recorded = json.loads(description.read_text())

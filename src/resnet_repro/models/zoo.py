@@ -26,10 +26,10 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from resnet_repro.models.resnet import Dataset, Family, ModelSpec, ResNet
+from resnet_repro.models.resnet import BlockKind, Dataset, Family, ModelSpec, ResNet, ShortcutOption
 from resnet_repro.models.weights import lookup
 
-IMAGENET_STAGES = {
+IMAGENET_STAGES: dict[int, tuple[BlockKind, tuple[int, ...]]] = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -48,8 +48,8 @@ CIFAR_STEM_SUFFIX = "-cifar"
 # Beyond this depth the pre-activation CIFAR nets switch to bottlenecks (He et al. 2016).
 PREACT_BASIC_MAX_DEPTH = 110
 
-_PREFIX = {"plain": "plain", "residual": "resnet", "preact": "preact-resnet"}
-_FAMILY = {prefix: family for family, prefix in _PREFIX.items()}
+_PREFIX: dict[Family, str] = {"plain": "plain", "residual": "resnet", "preact": "preact-resnet"}
+_FAMILY: dict[str, Family] = {prefix: family for family, prefix in _PREFIX.items()}
 _NAME = re.compile(
     r"(?P<cifar>cifar-)?(?P<prefix>plain|resnet|preact-resnet)(?P<depth>[1-9][0-9]*)(?:-(?P<suffix>[abc]))?"
     r"(?P<cifar_stem>-cifar)?"
@@ -153,7 +153,8 @@ def counterpart(name: str) -> str | None:
     return s.name.removesuffix(CIFAR_STEM_SUFFIX)
 
 
-def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int, ...]]:
+def _cifar_stages(name: str, family: Family, depth: int) -> tuple[BlockKind, tuple[int, ...]]:
+    block: BlockKind
     if family == "preact" and depth > PREACT_BASIC_MAX_DEPTH:
         block, layers_per_block = "bottleneck", 3
     else:
@@ -168,7 +169,7 @@ def _cifar_stages(name: str, family: Family, depth: int) -> tuple[str, tuple[int
     return block, (n, n, n)
 
 
-def _default_shortcut(family: Family, imagenet_stages: bool) -> str | None:
+def _default_shortcut(family: Family, imagenet_stages: bool) -> ShortcutOption | None:
     if family == "plain":
         return None
     # Section 4.2 uses A on its CIFAR nets, the ImageNet nets of Table 1 use B (and so do their -cifar
@@ -179,7 +180,8 @@ def _default_shortcut(family: Family, imagenet_stages: bool) -> str | None:
 
 def _canonical(s: ModelSpec) -> str:
     prefix = "cifar-" if s.dataset == "cifar10" and not s.imagenet_stages and s.depth in IMAGENET_STAGES else ""
-    shortcut = "" if s.shortcut == _default_shortcut(s.family, s.imagenet_stages) else f"-{s.shortcut.lower()}"
+    default = _default_shortcut(s.family, s.imagenet_stages)
+    shortcut = "" if s.shortcut is None or s.shortcut == default else f"-{s.shortcut.lower()}"
     stem = CIFAR_STEM_SUFFIX if s.dataset == "cifar10" and s.imagenet_stages else ""
     return f"{prefix}{_PREFIX[s.family]}{s.depth}{shortcut}{stem}"
 

@@ -22,6 +22,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from resnet_repro import models
 from resnet_repro.config import Params
@@ -40,7 +41,9 @@ class Measure:
 
 
 def _test_error(run: Run, view: str) -> float:
-    return run.error(view, 1)
+    error = run.error(view, 1)
+    assert error is not None  # _view picks a view that every run measured
+    return error
 
 
 def _train_error(run: Run, view: str) -> float:
@@ -178,10 +181,11 @@ def _main_design(variants: list[str]) -> list[str]:
 
 
 def _judge_one(claim: Claim, runs: dict[str, list[Run]], params: Params) -> dict:
-    entry = {"id": claim.id, "claim": claim.statement,
-             "where": claim.where if params.data.dataset == "cifar10" else claim.where_imagenet,
-             "nets": [], "numbers": {}, "margin": None, "unit": claim.measures[0].unit,
-             "seed_margins": {}, "spread": None, "spread_from": None, "spread_kind": None}
+    entry: dict[str, Any] = {"id": claim.id, "claim": claim.statement,
+                             "where": claim.where if params.data.dataset == "cifar10" else claim.where_imagenet,
+                             "nets": [], "numbers": {}, "margin": None, "unit": claim.measures[0].unit,
+                             "seed_margins": {}, "spread": None, "spread_from": None,
+                             "spread_kind": None}
     pair = claim.nets(_main_design(list(runs)))
     if pair is None:
         return {**entry, "verdict": NOT_TESTED,

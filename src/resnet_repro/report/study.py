@@ -72,9 +72,10 @@ def collect_runs(params: Params, layout: Layout) -> dict[str, list[Run]]:
 
 
 def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
-    if any(value is None for value in values):
+    measured = [value for value in values if value is not None]
+    if len(measured) < len(values):
         return None, None
-    return mean_std(values)
+    return mean_std(measured)
 
 
 def summarise(variant: str, runs: list[Run], dataset: str) -> dict:

@@ -41,7 +41,7 @@ def evaluate_variant(params: Params, layout: Layout, variant: str, seed: int) ->
             errors = top_k_errors(trained.module, loader, device=device)
         metrics.update({f"{split}_top1_error": errors["top1_error"], f"{split}_top5_error": errors["top5_error"],
                         f"{split}_images": errors["num_images"]})
-        if responses is None:
+        if isinstance(recorder, LayerResponses):
             responses = recorder.stds()
     metrics.update(_paper_imagenet_testing(params, layout, trained, device))
 
@@ -68,6 +68,7 @@ def _paper_imagenet_testing(params: Params, layout: Layout, trained, device: tor
     views = params.evaluate.views[1:]  # center is the loader evaluation above
     if not views:
         return {}
+    assert params.data.root is not None  # DataParams requires it for an image folder
     samples = read_list(layout.prepared_dir, "val", Path(params.data.root))
     common = {"mean_image": trained.mean_image, "device": device, "num_workers": params.loader.num_workers}
     metrics = {}

@@ -42,6 +42,7 @@ def prepare(params: Params, layout: Layout) -> dict:
 
 
 def prepare_cifar10(params: Params, layout: Layout) -> dict:
+    assert params.data.archive is not None  # DataParams requires it for CIFAR-10
     archive = cifar10.fetch_archive(params.data.archive, layout.raw_dir)
     print(f"Reading {archive}", flush=True)
     arrays = cifar10.load_archive(archive)
@@ -69,13 +70,15 @@ def prepare_cifar10(params: Params, layout: Layout) -> dict:
 def prepare_imagefolder(params: Params, layout: Layout) -> dict:
     """Walk the folder, decode every file once (skipping and listing unreadable ones), stream the
     training statistics, and write the lists of readable images."""
+    assert params.data.root is not None  # DataParams requires it for an image folder
     folder = imagefolder.scan(Path(params.data.root))
     candidates = dict(folder.samples)
     if params.data.subset is not None:
         candidates["train"] = _stratified_subset(candidates["train"], params.data.subset, params.data.split_seed)
 
     accumulator = StatsAccumulator()
-    readable, skipped = {}, list(folder.strays)
+    readable: dict[str, list[imagefolder.Sample]] = {}
+    skipped = list(folder.strays)
     for split, samples in candidates.items():
         readable[split] = []
         for sample, view, reason in _decode_all(samples, split, params.loader.num_workers):
@@ -164,6 +167,7 @@ def write_ffcv(params: Params, layout: Layout) -> list[str]:
                 images, labels = read_split(layout.prepared_dir, split)
                 write_beton(beton_path, images, labels)
             else:
+                assert params.data.root is not None  # DataParams requires it for an image folder
                 samples = imagefolder.read_list(layout.prepared_dir, split, Path(params.data.root))
                 write_folder_beton(beton_path, samples, max_resolution=params.data.max_resolution,
                                    jpeg_quality=params.data.jpeg_quality,

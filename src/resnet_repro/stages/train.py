@@ -63,6 +63,7 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
         state.run_id = run.run_id
 
         def save_checkpoint(state: TrainingState) -> None:  # called on rank 0 only
+            assert isinstance(run, TrainingRun)
             run.flush()  # the metrics up to this iteration reach the store before the checkpoint that covers them
             state.save(checkpoint_path)
 
@@ -71,6 +72,7 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
                      hooks=Hooks(on_log=run.log_metrics, on_evaluate=evaluate, on_checkpoint=save_checkpoint))
         if not processes.is_main:
             return None
+        assert isinstance(run, TrainingRun)  # rank 0's
         save_net(layout, variant, seed, model, mean_image, class_names, params)
         summary = write_metrics(layout, variant, seed, result, model, train, run.run_id)
         run.log_metrics({"train_seconds": result.seconds, "mean_images_per_second": result.images_per_second},
@@ -82,7 +84,8 @@ def build_net(variant: str, num_classes: int, seed: int, train: TrainParams, dev
     """The net, initialised from `seed` (He et al.'s initialisation, in models), in train.channels_last."""
     seed_everything(seed)
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
-    return models.build(variant, num_classes=num_classes).to(device, memory_format=memory_format)
+    # Module.to takes memory_format beside a device; torch's overloads of it do not say so.
+    return models.build(variant, num_classes=num_classes).to(device, memory_format=memory_format)  # type: ignore[call-overload]
 
 
 def training_loader(params: Params, layout: Layout, mean_image: torch.Tensor, device: torch.device, seed: int,

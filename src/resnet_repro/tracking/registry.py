@@ -19,9 +19,10 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import mlflow
 import numpy as np
@@ -81,7 +82,7 @@ logger = logging.getLogger(__name__)
 
 
 def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_name: str,
-                   metrics: dict[str, float], tags: dict[str, object]) -> dict:
+                   metrics: dict[str, float], tags: Mapping[str, object]) -> dict:
     """Log the trained model in `model_dir` to run `run_id` and make it a new version of `registered_name`.
 
     `run_id` is the finished training's run: its status and end time stay as the training left them. The
@@ -175,7 +176,8 @@ def load_registered(ref: str, tracking_uri: str | None = None, device: str = "cp
 
 def _with_preprocessing(trained: TrainedModel) -> torch.nn.Module:
     module = trained.module
-    module.class_names = trained.class_names
+    # nn.Module takes attributes of any type; torch annotates its __setattr__ for tensors and modules only.
+    module.class_names = trained.class_names  # type: ignore[assignment]
     # A buffer follows the module across .to(device); not persistent, so the state dict stays the trained one.
     module.register_buffer("mean_image", trained.mean_image, persistent=False)
     return module
@@ -195,9 +197,10 @@ def predict(ref: str, image_paths: Sequence[Path], tracking_uri: str | None) -> 
         module = _with_preprocessing(load_published(ref))  # no MLflow store needed
     else:
         module = load_registered(ref, tracking_uri)
-    input_size = module.mean_image.shape[-1]
+    mean_image, class_names = module.get_buffer("mean_image"), cast(list[str], module.class_names)
+    input_size = mean_image.shape[-1]
     images = np.stack([_read_rgb(Path(path), input_size) for path in image_paths])
-    table = classify(module, module.mean_image, module.class_names, images)
+    table = classify(module, mean_image, class_names, images)
     return [(str(path), class_name, probability)
             for path, class_name, probability in zip(image_paths, table["class_name"], table["probability"])]
 
@@ -224,7 +227,8 @@ def _default_tracking_uri(tracking_uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved_uri)  # None also removes MLFLOW_TRACKING_URI
+        # None also removes MLFLOW_TRACKING_URI (MLflow handles it, though its annotation says str | Path).
+        mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]
         if saved_env is None:
             os.environ.pop(TRACKING_URI_ENV, None)
         else:

@@ -94,7 +94,7 @@ class TrainingStep:
         self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         # `model` keeps its plain state_dict keys for checkpoints and export; the step runs `forward`, which
         # averages the gradients over the processes (DDP) and is compiled, if asked, around that.
-        forward = model
+        forward: Callable[..., torch.Tensor] = model
         if processes.distributed:
             forward = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device] if device.type == "cuda" else None)
@@ -230,6 +230,7 @@ def _observe_training_error(schedule: PaperSchedule, iteration: int, train_error
 def _evaluate(hooks: Hooks, schedule: PaperSchedule, state: TrainingState) -> None:
     """Measure the held-out errors: log them, feed val_error to a plateau schedule, and add test_error
     to the error curve beside the training error since the last evaluation."""
+    assert hooks.on_evaluate is not None  # fit calls this only where there is one
     errors = hooks.on_evaluate()
     hooks.on_log(errors, state.iteration)
     if "val_error" in errors and schedule.observe_validation(state.iteration, errors["val_error"]):

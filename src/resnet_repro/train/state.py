@@ -21,7 +21,7 @@ import random
 import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +74,7 @@ class TrainingState:
         """Load the captured state dicts into the training's objects and put the RNGs back. The state
         then lets go of its copies (the objects hold them now), which would otherwise cost a model's
         and an optimizer's worth of memory for the whole training."""
+        assert self.model is not None and self.optimizer is not None and self.rng is not None, "nothing captured"
         model.load_state_dict(self.model)
         optimizer.load_state_dict(self.optimizer)
         schedule.load_state_dict(self.schedule)
@@ -99,7 +100,8 @@ class TrainingState:
             raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(sorted(missing))}); "
                                   f"delete it to train from scratch")
         curves = Curves(**contents["curves"])
-        return cls(**{**{f.name: contents.get(f.name) for f in fields(cls)}, "curves": curves})
+        values: dict[str, Any] = {f.name: contents.get(f.name) for f in fields(cls)}
+        return cls(**{**values, "curves": curves})
 
 
 def resume_or_start(path: Path, fingerprint: str, *, quiet: bool = False) -> TrainingState:
