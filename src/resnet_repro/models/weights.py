@@ -40,7 +40,8 @@ _HERE = Path(__file__).resolve()
 # A source checkout (src layout) has results/ beside src/: the published record, read as it is. Installed,
 # the package is not under a src/ folder, and carries the files setup.py copied from results/ at build time.
 CHECKOUT = _HERE.parents[2].name == "src"
-RESULTS = _HERE.parents[3] / "results" if CHECKOUT else _HERE.with_name("published")
+IN_PACKAGE = "published"  # the folder beside this module that setup.py writes
+RESULTS = _HERE.parents[3] / "results" if CHECKOUT else _HERE.with_name(IN_PACKAGE)
 
 
 @dataclass(frozen=True)

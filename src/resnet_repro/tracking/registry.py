@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from mlflow.tracking._tracking_service import utils as tracking_utils
 import resnet_repro
 from resnet_repro.artifacts import DESCRIPTION, PREPROCESS, WEIGHTS, load_trained, verify
 from resnet_repro.io import file_sha256
+from resnet_repro.models import weights
 from resnet_repro.tracking.runs import TRACKING_URI_ENV, connect, is_not_found
 from resnet_repro.tracking.serving import classify_files, with_preprocessing
 
@@ -105,12 +107,16 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
         files = {name: model_dir / name for name in (WEIGHTS, PREPROCESS, DESCRIPTION)} | {CARD: card_path}
         hashes = {SHA256_TAGS[name]: file_sha256(path) for name, path in files.items()}
         version_tags = {**tags, **metrics, "arch": description["arch"], **hashes}
+        # The pyfunc needs the package's code only. An installed package also carries the published weights
+        # (models/published/, 10 MB), which every registered version would otherwise copy.
+        code = shutil.copytree(PACKAGE_DIR, Path(scratch, PACKAGE_DIR.name),
+                               ignore=shutil.ignore_patterns(weights.IN_PACKAGE, "__pycache__"))
         with _default_tracking_uri(tracking_uri):
             with _ended_as_before(client, training), mlflow.start_run(run_id=run_id), _quiet_signature_warning():
                 logged = mlflow.pyfunc.log_model(
                     name=LOGGED_MODEL_NAME, python_model=str(PYFUNC_MODEL_CODE),
                     artifacts={name: str(path) for name, path in files.items()},
-                    code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS, metadata=MODEL_METADATA)
+                    code_paths=[str(code)], pip_requirements=PIP_REQUIREMENTS, metadata=MODEL_METADATA)
             _create_registered_model_if_missing(client, registered_name)
             # A database-backed registry looks the logged model up through the default tracking URI.
             version = client.create_model_version(
