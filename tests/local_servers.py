@@ -3,13 +3,10 @@ the whole process group down (the mlflow CLIs run uvicorn as a child). A trackin
 server`) is resnet_repro.tracking.server's, as the study runner starts it; `running` serves the rest
 (`mlflow models serve`)."""
 
-import functools
-import http.server
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,27 +18,6 @@ import pytest
 
 # The console scripts (mlflow, and the uvicorn it starts) sit beside the interpreter running the tests.
 VENV_BIN = Path(sys.executable).parent
-
-
-@contextmanager
-def static_files(directory: Path) -> Iterator[tuple[str, list[str]]]:
-    """Python's http.server serving `directory` in a thread while the block runs: its base URL, and the
-    paths requested so far (a list that grows)."""
-    requests: list[str] = []
-
-    class RecordingHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format, *args):
-            requests.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(RecordingHandler, directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-
 
 
 @contextmanager

@@ -1,17 +1,17 @@
 """Published weights as users load them: `build(name, weights=...)`, `resnet-repro predict --model MODEL:WEIGHTS`.
 
 A randomly initialised resnet20 is published here the way `scripts/publish_result.py` publishes a trained
-one (a results folder, its entry in `models.weights.PUBLISHED`), and served by a local HTTP server as the
-repository's raw files would serve it. Outside a checkout the files download into torch.hub's cache
-($TORCH_HOME) and are checked there; in a checkout they are read from results/. The nets the project
-itself published are checked against their folders at the end (and scored in tests/test_published.py);
-tests/test_wheel.py does the same from an installed wheel.
+one (a results folder, its entry in `models.weights.PUBLISHED`), and read as an installed package reads
+the copy its wheel carries: every file checked by sha256, a changed one refused and a missing one named
+with where it belongs. The nets the project itself published are checked against their folders at the
+end (and scored in tests/test_published.py); tests/test_wheel.py loads each of them from an installed wheel.
 """
 
 import importlib.util
 import json
 import re
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from local_servers import static_files
 from resnet_repro import studies
 from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.io import file_sha256
 from resnet_repro.models import build, count_params, weights
-from resnet_repro.tracking.server import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FOLDER = "cifar10-resnet20-test"
@@ -44,22 +42,14 @@ def results(cifar10, tmp_path) -> Path:
 
 
 @pytest.fixture
-def published(results, tmp_path, monkeypatch) -> weights.Weights:
-    """Its entry, as an installed package sees it: no checkout, torch.hub's cache in $TORCH_HOME (empty)."""
+def published(results, monkeypatch) -> weights.Weights:
+    """Its entry, read as an installed package reads the files its wheel carries."""
     entry = weights.Weights("resnet20", "test", FOLDER, recipe="cifar-paper", commit="0123456789ab",
                             test_top1_error=0.9, parameters=269722, sha256=file_sha256(results / FOLDER / "model.json"))
     monkeypatch.setitem(weights.PUBLISHED, entry.ref, entry)
-    monkeypatch.setattr(weights, "CHECKOUT_RESULTS", None)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(weights, "RESULTS", results)
+    monkeypatch.setattr(weights, "CHECKOUT", False)
     return entry
-
-
-@pytest.fixture
-def server(results, monkeypatch) -> Iterator[list[str]]:
-    """results/ served over HTTP as the weights' base URL; the paths requested."""
-    with static_files(results) as (url, requests):
-        monkeypatch.setenv(weights.BASE_URL_ENV, url)
-        yield requests
 
 
 def expected_state_dict() -> dict[str, torch.Tensor]:
@@ -80,22 +70,12 @@ def flip_last_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_build_downloads_into_torch_hubs_cache_once_then_works_offline(published, server, tmp_path, monkeypatch):
+def test_build_loads_the_published_tensors_by_name(published):
     assert_same_tensors(build("resnet20", weights="test").state_dict())
-
-    cache = tmp_path / "torch" / "hub" / "checkpoints" / "resnet_repro" / f"{FOLDER}-{published.sha256[:8]}"
-    assert published.cache_dir == cache
-    assert sorted(path.name for path in cache.iterdir()) == sorted(weights.ALL_FILES)  # no partial file left
-    assert sorted(server) == sorted(f"/{FOLDER}/{name}" for name in weights.ALL_FILES)
-    # Offline: the base URL now refuses connections; the cache serves, and nothing is asked of the server.
-    monkeypatch.setenv(weights.BASE_URL_ENV, f"http://127.0.0.1:{free_port()}")
-    requests_before = len(server)
-    assert_same_tensors(build("resnet20", weights="test").state_dict())
-    assert len(server) == requests_before
+    assert published.files() == weights.RESULTS / FOLDER
 
 
-def test_predict_downloads_and_uses_published_weights_without_an_mlflow_store(published, server, cifar10, tmp_path,
-                                                                              monkeypatch, capsys):
+def test_predict_uses_published_weights_without_an_mlflow_store(published, cifar10, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     paths = []
@@ -111,58 +91,54 @@ def test_predict_downloads_and_uses_published_weights_without_an_mlflow_store(pu
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
-@pytest.mark.parametrize("file_name", weights.ALL_FILES)
-def test_a_changed_cached_file_is_refused_with_its_name_and_kept(published, server, file_name, capsys):
-    build("resnet20", weights="test")
-    path = published.cache_dir / file_name
-    flip_last_byte(path)
-    changed = path.read_bytes()
+# Runs `predict` on published weights in a fresh process, then reports whether MLflow got imported.
+_PREDICT_PROCESS = """
+import json, sys
+from resnet_repro.cli import main
+status = main(["predict", "--model", "resnet20:cifar10", sys.argv[1]])
+print(json.dumps({"status": status, "mlflow": "mlflow" in sys.modules}))
+"""
 
-    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: sha256 is [0-9a-f]{{64}}, but .* expects"):
+
+def test_predict_on_published_weights_does_not_import_mlflow(cifar10, tmp_path):
+    # MLflow takes 4 s to import, which a published net, loaded from its files, has no use for.
+    image = tmp_path / "test-0.png"
+    Image.fromarray(cifar10.test_images[0]).save(image)
+    result = subprocess.run([sys.executable, "-c", _PREDICT_PROCESS, str(image)], cwd=tmp_path, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    *printed, report = result.stdout.splitlines()
+    assert printed[0].startswith(f"{image}\t") and json.loads(report) == {"status": 0, "mlflow": False}
+
+
+@pytest.mark.parametrize("file_name", weights.ALL_FILES)
+def test_a_changed_file_is_refused_with_its_name(published, results, file_name, capsys):
+    path = results / FOLDER / file_name
+    flip_last_byte(path)
+
+    expected_by = "the published resnet20:test" if file_name == "model.json" else f"{results / FOLDER}/model.json"
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: sha256 is [0-9a-f]{{64}}, but "
+                                         f"{re.escape(expected_by)} expects [0-9a-f]{{64}}; the file was changed"):
         build("resnet20", weights="test")
     assert main(["predict", "--model", published.ref, "any.png"]) == 2
     assert f"{path}: sha256 is" in capsys.readouterr().err
-    assert path.read_bytes() == changed  # refused, not downloaded over: the user decides
 
 
-def test_a_server_with_other_files_is_refused_and_nothing_is_kept(published, results, server):
-    flip_last_byte(results / FOLDER / "model.safetensors")  # model.json, which pins it, is the published one
+@pytest.mark.parametrize("file_name", weights.ALL_FILES)
+def test_a_missing_file_names_the_net_and_where_to_put_it(published, results, file_name, monkeypatch, capsys):
+    path = results / FOLDER / file_name
+    path.unlink()
 
-    with pytest.raises(ValueError, match=rf"/{FOLDER}/model.safetensors: invalid hash value .*; the file was not kept"):
+    with pytest.raises(FileNotFoundError) as missing:
         build("resnet20", weights="test")
-    assert sorted(path.name for path in published.cache_dir.iterdir()) == ["model.json"]
-
-
-def test_an_unreachable_url_names_it_and_where_to_put_the_files_by_hand(published, tmp_path, monkeypatch, capsys):
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    monkeypatch.setenv(weights.BASE_URL_ENV, url)
-
-    with pytest.raises(ConnectionError) as refused:
-        build("resnet20", weights="test")
-    message = str(refused.value)
-    assert message.startswith(f"{url}/{FOLDER}/model.json: cannot download it (")
-    files = "model.json, model.safetensors, preprocess.safetensors"
-    assert f"results/{FOLDER}/ ({files}) into {published.cache_dir} by hand" in message
-    assert list(published.cache_dir.iterdir()) == []
+    assert str(missing.value) == (f"{path}: missing; the published resnet20:test needs it: put the repository's "
+                                  f"results/{FOLDER}/{file_name} there, or reinstall resnet-repro (its wheel "
+                                  "carries the file)")
     assert main(["predict", "--model", published.ref, "any.png"]) == 2
-    assert f"{url}/{FOLDER}/model.json: cannot download it" in capsys.readouterr().err
+    assert f"resnet-repro predict: error: {path}: missing; the published resnet20:test" in capsys.readouterr().err
 
-
-def test_a_checkout_reads_its_results_folder_offline_and_refuses_a_changed_file(published, results, tmp_path,
-                                                                                monkeypatch):
-    monkeypatch.setattr(weights, "CHECKOUT_RESULTS", results)
-    monkeypatch.setenv(weights.BASE_URL_ENV, f"http://127.0.0.1:{free_port()}")  # offline
-
-    assert_same_tensors(build("resnet20", weights="test").state_dict())
-    assert not published.cache_dir.exists()
-
-    path = results / FOLDER / "model.safetensors"
-    flip_last_byte(path)
-    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: sha256 is .* but {results / FOLDER}/model.json"):
-        build("resnet20", weights="test")
-    flip_last_byte(path)  # back as published
-    (results / FOLDER / "preprocess.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=f"{results / FOLDER}/preprocess.safetensors: missing"):
+    monkeypatch.setattr(weights, "CHECKOUT", True)  # in a checkout the file's place is results/ itself
+    with pytest.raises(FileNotFoundError, match=re.escape(f"the repository publishes it there (`git checkout -- {path}`")):
         build("resnet20", weights="test")
 
 
@@ -193,9 +169,9 @@ def publish_result_script():
 def test_each_published_entry_is_the_line_publish_result_prints_for_its_folder(entry):
     """The entry agrees with its results folder, and is word for word what scripts/publish_result.py prints."""
     folder = REPOSITORY / "results" / entry.folder
-    assert entry.files(progress=False) == folder  # a checkout serves its own folder, every sha256 as pinned
+    assert entry.files() == folder  # a checkout serves its own folder, every sha256 as pinned
     found = re.search(r"^\| commit \| `([0-9a-f]{40})` \|$", (folder / "README.md").read_text(), re.MULTILINE)
-    assert found, f"{folder / 'README.md'} names no commit"
+    assert found, f"{folder}/README.md names no commit"
     commit = found[1]
     assert entry.recipe in studies.STUDIES and entry.parameters == count_params(build(entry.model))
     line = publish_result_script().weights_entry(entry.model, entry.name, entry.folder, entry.recipe, commit[:12],
@@ -203,3 +179,10 @@ def test_each_published_entry_is_the_line_publish_result_prints_for_its_folder(e
     assert line in Path(weights.__file__).read_text()
     assert eval(line.strip().rstrip(","), vars(weights)) == entry
     assert entry.test_top1_error == json.loads((folder / "eval.json").read_text())["test_top1_error"]
+
+
+def test_the_folders_a_wheel_carries_are_the_published_entries():
+    # setup.py puts every folder of results/ that holds a model.json into the wheel: each must be an entry
+    # (or the wheel carries weights nothing loads), and each entry's folder must be there (or it cannot load).
+    carried = {str(path.parent.relative_to(REPOSITORY / "results")) for path in REPOSITORY.glob("results/**/model.json")}
+    assert carried == {entry.folder for entry in weights.PUBLISHED.values()}

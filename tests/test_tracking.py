@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from resnet_repro.cli import main
 from resnet_repro.data.normalize import normalize
 from resnet_repro.io import file_sha256
 from resnet_repro.models import build
+from resnet_repro.models.weights import IN_PACKAGE as PUBLISHED_IN_PACKAGE
+from resnet_repro.tracking import registry
 from resnet_repro.tracking.registry import pull, register_model
 from resnet_repro.tracking.runs import TrackingStoreUnreachable, TrainingRun, git_commit, resolve_tracking_uri
 from resnet_repro.tracking.server import free_port
@@ -292,6 +295,24 @@ def test_pull_refuses_weights_changed_in_the_artifact_store(store, run_id, train
     with pytest.raises(ValueError, match=f"model.safetensors .* sha256 {file_sha256(weights)}"):
         pull("cifar10-tampered@champion", tmp_path / "pulled", store)
     assert not any((tmp_path / "pulled").iterdir())
+
+
+def test_a_version_bundles_the_packages_code_but_not_the_published_weights(store, run_id, trained, tmp_path,
+                                                                          monkeypatch):
+    # An installed package carries the published weights (models/published/, setup.py): 10 MB that the
+    # pyfunc has no use for, and that every registered version would copy.
+    package = tmp_path / "resnet_repro"
+    shutil.copytree(registry.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "models" / PUBLISHED_IN_PACKAGE / "some-net").mkdir(parents=True)
+    (package / "models" / PUBLISHED_IN_PACKAGE / "some-net" / "model.safetensors").write_bytes(b"tensors")
+    monkeypatch.setattr(registry, "PACKAGE_DIR", package)
+
+    version = register_model(store, run_id, trained.directory, "cifar10-bundled", {"test_top1_error": 0.5},
+                             TAGS)["version"]
+    stored_at = urlparse(MlflowClient(store).get_model_version_download_uri("cifar10-bundled", version)).path
+    code = Path(stored_at, "code", "resnet_repro")
+    assert (code / "models" / "weights.py").is_file() and (code / "tracking" / "pyfunc_model.py").is_file()
+    assert not (code / "models" / PUBLISHED_IN_PACKAGE).exists()
 
 
 @pytest.mark.parametrize(("ref", "listed"), [

@@ -1,149 +1,194 @@
-"""The package as `pip install` gives it: a wheel built from this repository, installed in a fresh venv and
-used from a directory outside the checkout.
+"""The package as `pip install` gives it: an sdist built from this repository, a wheel built from that sdist
+(as pip builds one from PyPI's sdist), installed in a fresh venv and used from a directory outside the checkout.
 
-The published ResNet-20 downloads from results/ served over HTTP (as the repository's raw files will serve
-it) into torch.hub's cache, its sha256 checked; `build(..., weights=)` and `resnet-repro predict` give what
-they give in the checkout, on a real CIFAR-10 test image; a changed cached file is refused by name, and an
-unreachable URL says where to put the files by hand.
+The wheel carries the files of every published net (setup.py copies them from results/), and nothing
+else of results/. Installed, with no checkout and nothing to download, each net of `models.weights.PUBLISHED`
+loads by name and scores real CIFAR-10 test images as the checkout's copy does; `resnet-repro predict`
+prints the checkout's line without importing MLflow; a changed file is refused by name, and a missing one
+is named with the net that needs it and where to put it.
 
 The venv gets only the wheel; its dependencies (torch alone is gigabytes) are this venv's, found through a
 .pth file that names this venv's site-packages as a plain path, so the .pth files there (among them the
 checkout's editable install) are not read: `resnet_repro` can only come from the wheel, which the tests check.
 """
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from local_servers import static_files
 from projects import run
 from resnet_repro.cli import main
-from resnet_repro.models import build, weights
-from resnet_repro.tracking.server import free_port
+from resnet_repro.models import weights
 
 pytestmark = pytest.mark.pipeline
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-PUBLISHED = weights.lookup("resnet20", "cifar10")
+# What an sdist is made of (MANIFEST.in takes the published nets' files from results/).
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "src", "results")
+PUBLISHED_IN_WHEEL = "resnet_repro/models/published"
+# Images of the test set each published net scores, installed and in the checkout.
+SCORED_IMAGES = 200
 
-# In the installed venv: the module resnet_repro was imported from, and a digest of the published tensors.
-BUILD_AND_DIGEST = """
-import hashlib, json, resnet_repro
-from resnet_repro.models import build
-state = build("resnet20", weights="cifar10").state_dict()
-digest = hashlib.sha256(b"".join(key.encode() + state[key].numpy().tobytes() for key in sorted(state)))
-print(json.dumps({"package": resnet_repro.__file__, "digest": digest.hexdigest()}))
+# Run by the installed package and by the checkout's: where resnet_repro and each net's files were read
+# from, and each published net's predictions and error on the images and labels of the .npz in argv[1].
+LOAD_AND_SCORE = """
+import json, sys
+import numpy as np, torch, resnet_repro
+from resnet_repro.artifacts import load_published
+from resnet_repro.models import build, weights
+data = np.load(sys.argv[1])
+images, labels = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float(), data["labels"]
+nets = {}
+for ref, entry in weights.PUBLISHED.items():
+    built = build(entry.model, weights=entry.name).eval()
+    trained = load_published(ref)  # what `predict` uses: the net with its mean image
+    with torch.no_grad():
+        inputs = (images - trained.mean_image) / 255
+        predicted = trained.module(inputs).argmax(1).numpy()
+        assert (built(inputs).argmax(1).numpy() == predicted).all(), ref
+    nets[ref] = {"files": str(entry.files()), "predicted": predicted.tolist(),
+                 "error": float((predicted != labels).mean())}
+print(json.dumps({"package": resnet_repro.__file__, "nets": nets}))
+"""
+
+# `predict` on published weights, then whether MLflow got imported (it need not be: it takes 4 s).
+PREDICT_WITHOUT_MLFLOW = """
+import json, sys
+from resnet_repro.cli import main
+status = main(["predict", "--model", "resnet20:cifar10", sys.argv[1]])
+print(json.dumps({"status": status, "mlflow": "mlflow" in sys.modules}))
 """
 
 
-def state_digest(state: dict) -> str:
-    return hashlib.sha256(b"".join(key.encode() + state[key].numpy().tobytes() for key in sorted(state))).hexdigest()
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of what it is made of, so that its build/ and egg-info stay out of the checkout.
+    source = root / "source"
+    source.mkdir()
+    for name in SOURCES:
+        if (REPOSITORY / name).is_dir():
+            shutil.copytree(REPOSITORY / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(REPOSITORY / name, source / name)
+    # PEP 517's own hooks, as `python -m build` calls them; no build isolation: an isolated build would fetch
+    # setuptools from the index, and this venv has it.
+    build_sdist = "import setuptools.build_meta as backend, sys; print(backend.build_sdist(sys.argv[1]))"
+    sdist = root / "sdist" / run([sys.executable, "-c", build_sdist, str(root / "sdist")], source).stdout.split()[-1]
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "-w", str(root / "dist"), str(sdist)], root)
+    [wheel] = (root / "dist").glob("resnet_repro-*.whl")
+    return wheel
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("wheel")
-    # The wheel is built from a copy of what it is made of, so that its build/ and egg-info stay out of the checkout.
-    source = root / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPOSITORY / name, source / name)
-    shutil.copytree(REPOSITORY / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    # No build isolation: an isolated build would fetch setuptools from the index; this venv has it.
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "-w", str(root / "dist"), str(source)], root)
-    [wheel] = (root / "dist").glob("resnet_repro-*.whl")
-    venv = root / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root)
+def venv(wheel) -> Path:
+    venv = wheel.parents[1] / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], venv.parent)
     run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-index",
-         "-q", str(wheel)], root)
+         "-q", str(wheel)], venv.parent)
     where = "import sysconfig; print(sysconfig.get_path('purelib'))"
-    site_packages = Path(run([str(venv / "bin" / "python"), "-c", where], root).stdout.strip())
+    site_packages = Path(run([str(venv / "bin" / "python"), "-c", where], venv.parent).stdout.strip())
     dependencies = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
     (site_packages / "_test_dependencies.pth").write_text("".join(f"{path}\n" for path in dependencies))
     return venv
 
 
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with static_files(REPOSITORY / "results") as (url, _):
-        yield url
-
-
 @pytest.fixture
-def image(cifar10, tmp_path) -> Path:
-    path = tmp_path / "work" / "test-0.png"
-    path.parent.mkdir()
-    Image.fromarray(cifar10.test_images[0]).save(path)
-    return path
+def work(cifar10, tmp_path) -> Path:
+    """A directory outside the checkout with the first test image as a PNG, and the scored images as .npz."""
+    work = tmp_path / "work"
+    work.mkdir()
+    Image.fromarray(cifar10.test_images[0]).save(work / "test-0.png")
+    np.savez(work / "test.npz", images=cifar10.test_images[:SCORED_IMAGES], labels=cifar10.test_labels[:SCORED_IMAGES])
+    return work
 
 
-def installed(venv: Path, command: list[str], cwd: Path, torch_home: Path,
-              base_url: str) -> subprocess.CompletedProcess:
+def installed(venv: Path, command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """`command` (its first word a script of the venv) run from `cwd` as a user of the installed package would."""
     env = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
-    env.update(TORCH_HOME=str(torch_home), **{weights.BASE_URL_ENV: base_url})
     return subprocess.run([str(venv / "bin" / command[0]), *command[1:]], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
 
 
-def test_the_installed_wheel_downloads_checks_and_predicts_as_the_checkout(venv, base_url, image, tmp_path, capsys,
-                                                                          monkeypatch):
-    work, torch_home = image.parent, tmp_path / "torch"
+def installed_file(venv: Path, entry: weights.Weights, name: str) -> Path:
+    [path] = venv.glob(f"lib/python*/site-packages/{PUBLISHED_IN_WHEEL}/{entry.folder}/{name}")
+    return path
+
+
+def test_the_wheel_carries_each_published_nets_files_and_nothing_else_of_results(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        carried = {name.removeprefix(f"{PUBLISHED_IN_WHEEL}/"): archive.read(name) for name in archive.namelist()
+                   if name.startswith(f"{PUBLISHED_IN_WHEEL}/")}
+    published = {f"{entry.folder}/{name}": (REPOSITORY / "results" / entry.folder / name).read_bytes()
+                 for entry in weights.PUBLISHED.values() for name in weights.ALL_FILES}
+    assert carried.keys() == published.keys()
+    assert all(carried[name] == published[name] for name in published)
+    # Five CIFAR nets: 10.3 MB of float32 tensors, which zip hardly shrinks.
+    assert wheel.stat().st_size < 15e6, f"{wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB"
+
+
+def test_each_published_net_loads_by_name_from_the_installed_wheel_and_scores_as_in_the_checkout(venv, work):
     assert REPOSITORY not in work.parents
+    scored = installed(venv, ["python", "-c", LOAD_AND_SCORE, "test.npz"], work)
+    assert scored.returncode == 0, scored.stderr
+    from_wheel = json.loads(scored.stdout)
+    from_checkout = json.loads(run([sys.executable, "-c", LOAD_AND_SCORE, str(work / "test.npz")], REPOSITORY).stdout)
 
-    built = installed(venv, ["python", "-c", BUILD_AND_DIGEST], work, torch_home, base_url)
-    assert built.returncode == 0, built.stderr
-    printed = json.loads(built.stdout)
-    assert Path(printed["package"]).is_relative_to(venv)  # the wheel's, not the checkout's
-    assert printed["digest"] == state_digest(build("resnet20", weights="cifar10").state_dict())
-    cache = torch_home / "hub" / "checkpoints" / "resnet_repro" / f"{PUBLISHED.folder}-{PUBLISHED.sha256[:8]}"
-    assert f'Downloading: "{base_url}/{PUBLISHED.folder}/model.safetensors" to {cache}/model.safetensors' \
-        in built.stderr
-    assert sorted(path.name for path in cache.iterdir()) == sorted(weights.ALL_FILES)
+    assert Path(from_wheel["package"]).is_relative_to(venv)  # the wheel's, not the checkout's
+    assert from_wheel["nets"].keys() == from_checkout["nets"].keys() == weights.PUBLISHED.keys()
+    for ref, net in from_wheel["nets"].items():
+        entry = weights.PUBLISHED[ref]
+        assert net["files"] == str(installed_file(venv, entry, "model.json").parent)
+        assert from_checkout["nets"][ref]["files"] == str(REPOSITORY / "results" / entry.folder)
+        assert net["predicted"] == from_checkout["nets"][ref]["predicted"], ref
+        # 200 images: within 0.1 of the published error (three standard errors at the worst, 50 %).
+        assert net["error"] == pytest.approx(entry.test_top1_error, abs=0.1), ref
 
-    predicted = installed(venv, ["resnet-repro", "predict", "--model", "resnet20:cifar10", image.name], work,
-                          torch_home, base_url)
+
+def test_the_installed_predict_prints_the_checkouts_line_without_importing_mlflow(venv, work, capsys, monkeypatch):
+    predicted = installed(venv, ["resnet-repro", "predict", "--model", "resnet20:cifar10", "test-0.png"], work)
     assert predicted.returncode == 0, predicted.stderr
     monkeypatch.chdir(work)
-    assert main(["predict", "--model", "resnet20:cifar10", image.name]) == 0  # the checkout's answer
+    assert main(["predict", "--model", "resnet20:cifar10", "test-0.png"]) == 0  # the checkout's answer
     assert predicted.stdout == capsys.readouterr().out  # path, class and probability as in the checkout
-    assert predicted.stdout.startswith("test-0.png\t") and "Downloading" not in predicted.stderr  # from the cache
+    assert predicted.stdout.startswith("test-0.png\t")
 
-    helped = installed(venv, ["python", "-m", "resnet_repro", "--help"], work, torch_home, base_url)
+    reported = installed(venv, ["python", "-c", PREDICT_WITHOUT_MLFLOW, "test-0.png"], work)
+    assert reported.returncode == 0, reported.stderr
+    assert json.loads(reported.stdout.splitlines()[-1]) == {"status": 0, "mlflow": False}
+
+    helped = installed(venv, ["python", "-m", "resnet_repro", "--help"], work)
     assert helped.returncode == 0 and helped.stdout.startswith("usage: resnet-repro"), helped.stderr
 
 
-def test_the_installed_wheel_refuses_a_changed_cached_file_and_names_an_unreachable_url(venv, base_url, image,
-                                                                                       tmp_path):
-    work, torch_home = image.parent, tmp_path / "torch"
-    assert installed(venv, ["python", "-c", BUILD_AND_DIGEST], work, torch_home, base_url).returncode == 0
-    path = torch_home / "hub" / "checkpoints" / "resnet_repro" / f"{PUBLISHED.folder}-{PUBLISHED.sha256[:8]}" / \
-        "model.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF  # the file still loads: only its sha256 tells
-    path.write_bytes(bytes(data))
+def test_the_installed_package_refuses_a_changed_file_and_names_a_missing_one(venv, work):
+    entry = weights.lookup("resnet20", "cifar10")
+    load = "from resnet_repro.models import build; build('resnet20', weights='cifar10')"
+    path = installed_file(venv, entry, "model.safetensors")
+    published = path.read_bytes()
+    try:
+        changed = bytearray(published)
+        changed[-1] ^= 0xFF  # the file still loads: only its sha256 tells
+        path.write_bytes(bytes(changed))
+        refused = installed(venv, ["python", "-c", load], work)
+        assert refused.returncode != 0 and f"ValueError: {path}: sha256 is" in refused.stderr
+        refused = installed(venv, ["resnet-repro", "predict", "--model", entry.ref, "test-0.png"], work)
+        assert refused.returncode == 2 and f"resnet-repro predict: error: {path}: sha256 is" in refused.stderr
 
-    refused = installed(venv, ["python", "-c", BUILD_AND_DIGEST], work, torch_home, base_url)
-    assert refused.returncode != 0 and f"ValueError: {path}: sha256 is" in refused.stderr
-    refused = installed(venv, ["python", "-m", "resnet_repro", "predict", "--model", "resnet20:cifar10", image.name],
-                        work, torch_home, base_url)
-    assert refused.returncode == 2 and f"resnet-repro predict: error: {path}: sha256 is" in refused.stderr
-    assert path.read_bytes() == data
-
-    unreachable = f"http://127.0.0.1:{free_port()}"
-    empty_cache = tmp_path / "empty"
-    failed = installed(venv, ["python", "-c", BUILD_AND_DIGEST], work, empty_cache, unreachable)
-    assert failed.returncode != 0
-    assert f"{unreachable}/{PUBLISHED.folder}/model.json: cannot download it" in failed.stderr
-    assert f"into {empty_cache}/hub/checkpoints/resnet_repro/{PUBLISHED.folder}-{PUBLISHED.sha256[:8]} by hand" \
-        in failed.stderr
+        path.unlink()
+        missing = installed(venv, ["python", "-c", load], work)
+        assert missing.returncode != 0
+        assert (f"FileNotFoundError: {path}: missing; the published {entry.ref} needs it: put the repository's "
+                f"results/{entry.folder}/model.safetensors there, or reinstall resnet-repro") in missing.stderr
+    finally:
+        path.write_bytes(published)  # the venv serves the module's other tests

@@ -71,6 +71,6 @@ def load_trained(directory: Path, device: torch.device | str = "cpu") -> Trained
 
 def load_published(ref: str, device: torch.device | str = "cpu") -> TrainedModel:
     """The published net `ref` ("MODEL:WEIGHTS", e.g. "resnet20:cifar10"; models.weights lists them),
-    with the sha256 of its files checked against the ones published (downloaded first if need be)."""
+    with the sha256 of its files checked against the ones published."""
     model, _, name = ref.partition(":")
     return load_trained(weights.lookup(model, name).files(), device)

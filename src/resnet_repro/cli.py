@@ -127,9 +127,18 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from resnet_repro.tracking.registry import predict
+    from resnet_repro.artifacts import load_published
+    from resnet_repro.models.weights import REF as PUBLISHED_REF
+    from resnet_repro.tracking.serving import classify_files, with_preprocessing
 
-    for path, class_name, probability in predict(args.model, args.images, _tracking_uri(args)):
+    if PUBLISHED_REF.fullmatch(args.model):
+        # Published weights need no MLflow store, so MLflow is not imported either (it takes 4 s).
+        module = with_preprocessing(load_published(args.model))
+    else:
+        from resnet_repro.tracking.registry import load_registered
+
+        module = load_registered(args.model, _tracking_uri(args))
+    for path, class_name, probability in classify_files(module, args.images):
         print(f"{path}\t{class_name}\t{probability:.4f}")
     return 0
 

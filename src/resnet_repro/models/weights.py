@@ -6,23 +6,20 @@
 
 Each entry of PUBLISHED names a results folder (`results/<folder>/`, written by scripts/publish_result.py,
 which prints the entry's line) and pins the sha256 of its model.json, which records the sha256 of the two
-tensor files (artifacts.py writes it so): one hash pins all three files. The files are taken from
+tensor files (artifacts.py writes it so): one hash pins all three files. They are read from
 
-1. the source checkout's own `results/<folder>/`, when this module runs from one (works offline);
-2. else torch.hub's download cache, `$TORCH_HOME/hub/checkpoints/resnet_repro/<folder>-<sha256[:8]>/` (the
-   hash prefix in the name, as torchvision's file names have, keeps a republished folder apart);
-3. else they are downloaded there (torch.hub.download_url_to_file) from `<base URL>/<folder>/<file>`: the
-   repository's raw files, or a copy of results/ served elsewhere, given by $RESNET_REPRO_WEIGHTS_URL.
+- the checkout's own `results/<folder>/`, when this module runs from a source checkout (an editable
+  install, or PYTHONPATH=src);
+- else the package's `published/<folder>/` beside this module: setup.py copies the three files of every
+  published folder there when it builds a wheel, so `pip install` brings them and no network is needed.
 
-Every file is checked each time it is used, wherever it came from, and a download is checked before it
-is kept. A file whose sha256 differs is refused with its path; nothing is downloaded over it.
+Every file is checked each time it is used; one whose sha256 differs is refused with its path. Nothing is
+downloaded: the CIFAR nets are 1-4 MB each. A net too large for the wheel (an ImageNet ResNet is 100 MB or
+more) would need a download from a real URL, with a timeout, and an error naming that URL.
 """
 
-import http.client
 import json
-import os
-import sys
-import urllib.error
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,25 +28,20 @@ from safetensors.torch import load_file
 
 from resnet_repro.io import file_sha256
 
-# The repository's raw files. It is not public yet: until it is, this answers 404, and the files come from
-# a checkout, the cache (put there by hand) or a mirror given by $RESNET_REPRO_WEIGHTS_URL.
-BASE_URL = "https://raw.githubusercontent.com/OWNER/resnet-repro/main/results"
-# Read here rather than in config.py: config.py sits above models/ in the layers (it builds nets to check
-# study.variants), so this module cannot import it; layout.py's RESNET_REPRO_CHECKPOINTS is the same case.
-BASE_URL_ENV = "RESNET_REPRO_WEIGHTS_URL"
-
 # The trained-model directory of artifacts.py: model.json records the sha256 of the tensor files under these keys.
 DESCRIPTION = "model.json"
 TENSOR_FILES = {"model.safetensors": "weights_sha256", "preprocess.safetensors": "preprocess_sha256"}
 ALL_FILES = (DESCRIPTION, *TENSOR_FILES)
+# How `resnet-repro predict --model` names published weights, MODEL:WEIGHTS (a registry reference has a
+# / or an @ instead), so that it can tell them apart before it imports MLflow.
+REF = re.compile(r"[\w.-]+:[\w.-]+")
 
 _HERE = Path(__file__).resolve()
-# A source checkout (src layout) has results/ beside src/; an installed package is not under a src/ folder.
-CHECKOUT_RESULTS = _HERE.parents[3] / "results" if _HERE.parents[2].name == "src" else None
-
-
-def base_url() -> str:
-    return os.environ.get(BASE_URL_ENV, "").rstrip("/") or BASE_URL
+# A source checkout (src layout) has results/ beside src/: the published record, read as it is. Installed,
+# the package is not under a src/ folder, and carries the files setup.py copied from results/ at build time.
+CHECKOUT = _HERE.parents[2].name == "src"
+IN_PACKAGE = "published"  # the folder beside this module that setup.py writes
+RESULTS = _HERE.parents[3] / "results" if CHECKOUT else _HERE.with_name(IN_PACKAGE)
 
 
 @dataclass(frozen=True)
@@ -58,7 +50,7 @@ class Weights:
 
     model: str  # the canonical model name they load into
     name: str  # what `weights=` says, e.g. "cifar10"
-    folder: str  # its folder under results/ (and under the base URL)
+    folder: str  # its folder under results/ (and under the package's published/)
     recipe: str  # the study it was trained in: `resnet-repro study select RECIPE` writes its params
     commit: str  # the commit that trained it
     test_top1_error: float  # eval.json's, on the whole test set
@@ -71,67 +63,36 @@ class Weights:
         return f"{self.model}:{self.name}"
 
     @property
-    def url(self) -> str:
-        """Where the weights file is downloaded from (model.json and preprocess.safetensors sit beside it)."""
-        return self._url("model.safetensors")
-
-    @property
     def meta(self) -> dict:
         return {"recipe": self.recipe, "commit": self.commit, "test_top1_error": self.test_top1_error,
-                "parameters": self.parameters, "readme": self._url("README.md")}
+                "parameters": self.parameters, "readme": f"results/{self.folder}/README.md"}
 
-    @property
-    def cache_dir(self) -> Path:
-        return Path(torch.hub.get_dir()) / "checkpoints" / "resnet_repro" / f"{self.folder}-{self.sha256[:8]}"
-
-    def files(self, progress: bool = True) -> Path:
-        """The directory holding model.json and the two tensor files, each checked against its sha256:
-        the checkout's results folder, else the cache, downloading there what it lacks."""
-        checkout = CHECKOUT_RESULTS / self.folder if CHECKOUT_RESULTS else None
-        from_checkout = checkout is not None and checkout.is_dir()
-        directory = checkout if checkout is not None and from_checkout else self.cache_dir
-        description = self._checked(directory / DESCRIPTION, self.sha256, f"the published {self.ref}",
-                                    not from_checkout, progress)
+    def files(self) -> Path:
+        """The directory holding model.json and the two tensor files, each checked against its sha256."""
+        directory = RESULTS / self.folder
+        description = self._checked(directory / DESCRIPTION, self.sha256, f"the published {self.ref}")
         recorded = json.loads(description.read_text())
         for file_name, key in TENSOR_FILES.items():
-            self._checked(directory / file_name, recorded[key], str(description), not from_checkout, progress)
+            self._checked(directory / file_name, recorded[key], str(description))
         return directory
 
-    def get_state_dict(self, progress: bool = True) -> dict[str, torch.Tensor]:
-        return load_file(str(self.files(progress) / "model.safetensors"))
+    def get_state_dict(self) -> dict[str, torch.Tensor]:
+        return load_file(str(self.files() / "model.safetensors"))
 
-    def _url(self, file_name: str) -> str:
-        return f"{base_url()}/{self.folder}/{file_name}"
-
-    def _checked(self, path: Path, expected: str, expected_by: str, in_cache: bool, progress: bool) -> Path:
-        """`path`, downloaded first if it is a cached file not there yet; ValueError if its sha256 differs."""
+    def _checked(self, path: Path, expected: str, expected_by: str) -> Path:
+        """`path`; FileNotFoundError saying where it belongs if it is not there, ValueError if its sha256 differs."""
         if not path.is_file():
-            if not in_cache:
-                raise FileNotFoundError(f"{path}: missing; {self.ref} needs it")
-            self._download(path, expected, expected_by, progress)
+            if CHECKOUT:
+                remedy = f"the repository publishes it there (`git checkout -- {path}` restores it)"
+            else:
+                remedy = (f"put the repository's results/{self.folder}/{path.name} there, or reinstall resnet-repro "
+                          "(its wheel carries the file)")
+            raise FileNotFoundError(f"{path}: missing; the published {self.ref} needs it: {remedy}")
         actual = file_sha256(path)
         if actual != expected:
-            remedy = "; delete it to download it again" if in_cache else ""
             raise ValueError(f"{path}: sha256 is {actual}, but {expected_by} expects {expected}; the file was "
-                             f"changed or damaged{remedy}")
+                             "changed or damaged")
         return path
-
-    def _download(self, path: Path, expected: str, expected_by: str, progress: bool) -> None:
-        url = self._url(path.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        print(f'Downloading: "{url}" to {path}', file=sys.stderr)  # as torch.hub's own downloads say
-        try:
-            # Written under a temporary name, renamed once whole and checked: no partial file is ever kept.
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=expected, progress=progress)
-        except RuntimeError as error:  # torch.hub's "invalid hash value (expected ..., got ...)"
-            raise ValueError(f"{url}: {error}, as {expected_by} expects; the file was not kept. Does "
-                             f"{base_url()} serve this version's results/?") from None
-        except (OSError, http.client.HTTPException) as error:  # urllib's URLError and HTTPError are OSErrors
-            reason = (f"HTTP {error.code} {error.reason}" if isinstance(error, urllib.error.HTTPError)
-                      else getattr(error, "reason", None) or error)
-            raise ConnectionError(f"{url}: cannot download it ({reason}). Put the files of the repository's "
-                                  f"results/{self.folder}/ ({', '.join(ALL_FILES)}) into {path.parent} by hand, "
-                                  f"or set {BASE_URL_ENV} to a server of a copy of results/") from None
 
 
 def _index(*entries: Weights) -> dict[str, Weights]:

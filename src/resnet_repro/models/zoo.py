@@ -133,7 +133,7 @@ def spec(name: str, **options: Any) -> ModelSpec:
 def build(name: str, num_classes: int | None = None, weights: str | None = None, **options: Any) -> ResNet:
     """The net `name` (see `spec`), with `num_classes` outputs if given: freshly initialised, or with
     the published `weights` ("cifar10" for `resnet20`; `models.weights.PUBLISHED` lists them all),
-    their sha256 checked first (downloaded into torch.hub's cache outside a checkout: `models.weights`)."""
+    their sha256 checked first (read from results/ in a checkout, else from the installed package)."""
     if num_classes is not None:
         options["num_classes"] = num_classes
     net = ResNet(spec(name, **options))

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import cast
 
 import mlflow
-import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -34,18 +34,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 import resnet_repro
-from resnet_repro.artifacts import (
-    DESCRIPTION,
-    PREPROCESS,
-    WEIGHTS,
-    TrainedModel,
-    load_published,
-    load_trained,
-    verify,
-)
+from resnet_repro.artifacts import DESCRIPTION, PREPROCESS, WEIGHTS, load_trained, verify
 from resnet_repro.io import file_sha256
+from resnet_repro.models import weights
 from resnet_repro.tracking.runs import TRACKING_URI_ENV, connect, is_not_found
-from resnet_repro.tracking.serving import classify, decode_image
+from resnet_repro.tracking.serving import classify_files, with_preprocessing
 
 CARD = "card.json"
 # The held-out error that elects the champion: the test split's, or for an image folder (whose val/ is
@@ -115,12 +108,16 @@ def register_model(tracking_uri: str, run_id: str, model_dir: Path, registered_n
         files = {name: model_dir / name for name in (WEIGHTS, PREPROCESS, DESCRIPTION)} | {CARD: card_path}
         hashes = {SHA256_TAGS[name]: file_sha256(path) for name, path in files.items()}
         version_tags = {**tags, **metrics, "arch": description["arch"], **hashes}
+        # The pyfunc needs the package's code only. An installed package also carries the published weights
+        # (models/published/, 10 MB), which every registered version would otherwise copy.
+        code = shutil.copytree(PACKAGE_DIR, Path(scratch, PACKAGE_DIR.name),
+                               ignore=shutil.ignore_patterns(weights.IN_PACKAGE, "__pycache__"))
         with _default_tracking_uri(tracking_uri):
             with _ended_as_before(client, training), mlflow.start_run(run_id=run_id), _quiet_signature_warning():
                 logged = mlflow.pyfunc.log_model(
                     name=LOGGED_MODEL_NAME, python_model=str(PYFUNC_MODEL_CODE),
                     artifacts={name: str(path) for name, path in files.items()},
-                    code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS, metadata=MODEL_METADATA)
+                    code_paths=[str(code)], pip_requirements=PIP_REQUIREMENTS, metadata=MODEL_METADATA)
             _create_registered_model_if_missing(client, registered_name)
             # A database-backed registry looks the logged model up through the default tracking URI.
             version = client.create_model_version(
@@ -171,46 +168,13 @@ def load_registered(ref: str, tracking_uri: str | None = None, device: str = "cp
     `data.normalize` attached. `tracking_uri` None means MLflow's own default (MLFLOW_TRACKING_URI, ...)."""
     with tempfile.TemporaryDirectory(prefix="resnet-repro-pull-") as directory:
         trained = load_trained(pull(ref, Path(directory), tracking_uri or mlflow.get_tracking_uri()), device)
-    return _with_preprocessing(trained)
-
-
-def _with_preprocessing(trained: TrainedModel) -> torch.nn.Module:
-    module = trained.module
-    # nn.Module takes attributes of any type; torch annotates its __setattr__ for tensors and modules only.
-    module.class_names = trained.class_names  # type: ignore[assignment]
-    # A buffer follows the module across .to(device); not persistent, so the state dict stays the trained one.
-    module.register_buffer("mean_image", trained.mean_image, persistent=False)
-    return module
-
-
-# MODEL:WEIGHTS, the published nets of models.weights (a registry reference never has this form).
-PUBLISHED_REF = re.compile(r"[\w.-]+:[\w.-]+")
+    return with_preprocessing(trained)
 
 
 def predict(ref: str, image_paths: Sequence[Path], tracking_uri: str | None) -> list[tuple[str, str, float]]:
-    """(path, class name, probability) of the most likely class for each PNG or JPEG file.
-
-    Images not at the net's input size are resized to it, with a warning naming the file. The answers are
-    those of the served model (`serving.classify`) for the same files.
-    """
-    if PUBLISHED_REF.fullmatch(ref):
-        module = _with_preprocessing(load_published(ref))  # no MLflow store needed
-    else:
-        module = load_registered(ref, tracking_uri)
-    mean_image, class_names = module.get_buffer("mean_image"), cast(list[str], module.class_names)
-    input_size = mean_image.shape[-1]
-    images = np.stack([_read_rgb(Path(path), input_size) for path in image_paths])
-    table = classify(module, mean_image, class_names, images)
-    return [(str(path), class_name, probability)
-            for path, class_name, probability in zip(image_paths, table["class_name"], table["probability"])]
-
-
-def _read_rgb(path: Path, size: int) -> np.ndarray:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read it ({error.strerror})") from None
-    return decode_image(data, size, str(path))
+    """(path, class name, probability) of the most likely class for each PNG or JPEG file, by the registered
+    net `ref`: what `serving.classify_files` answers (published weights take that path without MLflow: cli.py)."""
+    return classify_files(load_registered(ref, tracking_uri), image_paths)
 
 
 @contextmanager

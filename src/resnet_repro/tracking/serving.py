@@ -27,12 +27,16 @@ import base64
 import binascii
 import io
 import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from resnet_repro.artifacts import TrainedModel
 from resnet_repro.data.normalize import normalize
 
 IMAGE_COLUMN = "image"
@@ -113,6 +117,35 @@ def classify(module: torch.nn.Module, mean_image: torch.Tensor, class_names: lis
         "probability": best_probabilities.tolist(),
         "probabilities": [dict(zip(class_names, row)) for row in probabilities.tolist()],
     }, columns=OUTPUT_COLUMNS)
+
+
+def with_preprocessing(trained: TrainedModel) -> torch.nn.Module:
+    """The trained net, with its `class_names` and the `mean_image` for `data.normalize` attached."""
+    module = trained.module
+    # nn.Module takes attributes of any type; torch annotates its __setattr__ for tensors and modules only.
+    module.class_names = trained.class_names  # type: ignore[assignment]
+    # A buffer follows the module across .to(device); not persistent, so the state dict stays the trained one.
+    module.register_buffer("mean_image", trained.mean_image, persistent=False)
+    return module
+
+
+def classify_files(module: torch.nn.Module, image_paths: Sequence[Path]) -> list[tuple[str, str, float]]:
+    """(path, class name, probability) of the most likely class for each PNG or JPEG file, by a net from
+    `with_preprocessing`. Images not at the net's input size are resized to it, with a warning naming the file."""
+    mean_image, class_names = module.get_buffer("mean_image"), cast(list[str], module.class_names)
+    input_size = mean_image.shape[-1]
+    images = np.stack([_read_rgb(Path(path), input_size) for path in image_paths])
+    table = classify(module, mean_image, class_names, images)
+    return [(str(path), class_name, probability)
+            for path, class_name, probability in zip(image_paths, table["class_name"], table["probability"])]
+
+
+def _read_rgb(path: Path, size: int) -> np.ndarray:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror})") from None
+    return decode_image(data, size, str(path))
 
 
 def _image_column(table, columns: list[str]) -> list:
