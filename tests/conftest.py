@@ -18,6 +18,18 @@ from resnet_repro.data.cifar10 import Cifar10Arrays, load_archive  # noqa: E402 
 DEFAULT_CIFAR10_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar-10-python.tar.gz"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse", action="store_true",
+                     help="run the selected tests in reverse order (modules, and the tests within each): a test "
+                          "that passes only after the ones before it in its file fails this way (docs/testing.md)")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by their module-scoped fixtures
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
 @pytest.fixture(scope="session")
 def cifar10_archive() -> Path:
     path = Path(os.environ.get("CIFAR10_ARCHIVE", DEFAULT_CIFAR10_ARCHIVE))

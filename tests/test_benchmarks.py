@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from projects import REPOSITORY, run
+from projects import committed_file, run
 from resnet_repro.cli import main
 from resnet_repro.config import load_params
 from resnet_repro.device import autocast_dtype, cpu_has_native_bf16, resolve_compile, resolve_device
 
-PARAMS = REPOSITORY / "params.yaml"
+# The project's params.yaml as committed (the paper's recipe): the working tree's may hold a user's
+# experiment or another recipe (`resnet-repro recipe select cifar-cosine`, docs/models.md).
+PARAMS = committed_file("params.yaml")
 DEVICE = resolve_device("auto")  # where the benchmarks run by default: the GPU if there is one
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_loop import FixedBatches, train_params
 
-from projects import REPOSITORY, params_with
+from projects import committed_file, params_with
 from resnet_repro.config import parse_params
 from resnet_repro.data.augment import Augmentation, augmentation_for
 from resnet_repro.data.stats import image_stats, mean_image_tensor
@@ -145,7 +145,7 @@ def run_ranks(tmp_path, device_type: str, processes: int = 2) -> list[dict]:
     script = tmp_path / "rank.py"
     script.write_text(_RANK_PROCESS)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             f"--nproc_per_node={processes}", str(script), str(REPOSITORY / "params.yaml"),
+                             f"--nproc_per_node={processes}", str(script), str(committed_file("params.yaml")),
                              device_type], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

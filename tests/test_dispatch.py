@@ -57,7 +57,12 @@ def test_study_run_without_an_address_starts_a_local_ray(tmp_path, cifar10_archi
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     project = small_study(tmp_path / "project", cifar10_archive, iterations=4, variants=["resnet20"],
                           **{"train.eval_every": 4, "train.log_every": 2})
-    output = study_run(project).stdout
+    # Ray's temp dir of the test's own: without an address, ray.init() joins the newest Ray that `ray start`
+    # recorded in the machine's (/tmp/ray), a user's included.
+    with local_servers.ray_temp_dir() as temp_root:
+        monkeypatch.setenv("RAY_TMPDIR", str(temp_root))
+        output = study_run(project).stdout
+        assert list((temp_root / "ray").glob("session_*")), "the driver did not start a Ray of its own"
     assert re.search(r"^queued   train@resnet20-0 \(num_cpus=\d+\)", output, re.MULTILINE), output
     assert re.search(r"^finished train@resnet20-0 on ", output, re.MULTILINE), output
     assert "dvc repro restored 1 of 1 trained net(s) from the run-cache" in output
@@ -244,13 +249,17 @@ def two_node_cluster(monkeypatch):
     from ray.cluster_utils import Cluster
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        yield cluster.address
-    finally:
-        cluster.shutdown()
+    # A temp dir of its own: Ray records the newest head's address in its temp dir, where a user's
+    # `ray.init()` on this machine would otherwise find this cluster instead of theirs.
+    with local_servers.ray_temp_dir() as temp_root:
+        monkeypatch.setenv("RAY_TMPDIR", str(temp_root))
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        try:
+            yield cluster.address
+        finally:
+            cluster.shutdown()
 
 
 @pytest.mark.slow

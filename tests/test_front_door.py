@@ -4,7 +4,13 @@ The README's main job (`scripts/cpu-study.sh`) runs in a fresh copy of the repos
 through its own environment variables; the README's test command then passes in the same clone.
 Every command of the bash blocks of README.md and docs/*.md is either run here (`dvc exp run` and `dvc repro` with
 `--dry`, since they would train for hours) or named with the test that covers it; a new command
-that is neither fails `test_every_readme_command_is_run_or_covered`, so the README cannot drift.
+that is neither fails `test_every_readme_command_is_run_or_covered`, so the README cannot drift. A command
+run as written is checked for what its page says it prints (OUTPUT_CHECKS), a python block for the net it
+builds (NET_SHAPES).
+
+The main job's project is shared by the tests that need it (`cpu_study`, once per module): those that read
+its workspace put the main job's experiment back in it first (`main_jobs_workspace`), and a test that
+changes it puts it back after, so that each passes alone and in any order.
 """
 
 import json
@@ -14,7 +20,9 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -23,6 +31,7 @@ from PIL import Image
 
 from projects import REPOSITORY, VENV_BIN, committed, copy_repository, run
 from resnet_repro.config import parse_params
+from resnet_repro.tracking.server import free_port
 
 pytestmark = pytest.mark.pipeline
 
@@ -91,6 +100,10 @@ def test_every_readme_command_is_run_or_covered():
     assert not uncovered, f"README commands no test runs: {uncovered}"
     for pattern in [*SCRIPTS, DRY, AS_WRITTEN, SELECT, SERVED, REMOTE]:  # the patterns still match something
         assert commands_matching(pattern), pattern
+    # A command run as written is checked for what it prints, not only for its exit status.
+    unchecked = [command for command in commands_matching(AS_WRITTEN) if len(output_checks(command)) != 1]
+    assert not unchecked, f"commands run as written with no (or more than one) OUTPUT_CHECKS entry: {unchecked}"
+    assert all(commands_matching(pattern) for pattern in OUTPUT_CHECKS), "an OUTPUT_CHECKS entry no command matches"
 
 
 # Inline mentions of the command line in README.md's prose that are not whole commands.
@@ -137,13 +150,27 @@ def fresh_copy(directory: Path) -> Path:
     return project
 
 
+class MainJob(NamedTuple):
+    project: Path
+    result: subprocess.CompletedProcess  # what scripts/cpu-study.sh printed
+    experiment: str  # the name DVC gave its experiment
+
+
 @pytest.fixture(scope="module")
-def cpu_study(tmp_path_factory, cifar10_archive) -> tuple[Path, subprocess.CompletedProcess]:
+def cpu_study(tmp_path_factory, cifar10_archive) -> MainJob:
     """The README's main job, scripts/cpu-study.sh itself, at a reduced scale (its own variables)."""
     project = fresh_copy(tmp_path_factory.mktemp("cpu-study"))
     result = run_script(project, "cpu-study.sh", timeout=3600, CIFAR10_ARCHIVE=str(cifar10_archive),
                         ITERATIONS="20", SUBSET="500")
-    return project, result
+    [experiment] = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    return MainJob(project, result, experiment)
+
+
+def main_jobs_workspace(main_job: MainJob) -> Path:
+    """The main job's project with its experiment in the workspace (params, metrics, reports), as
+    cpu-study.sh leaves it: the tests share the project, and some run or apply other experiments in it."""
+    run(["dvc", "exp", "apply", main_job.experiment], main_job.project, timeout=600)
+    return main_job.project
 
 
 MAIN_JOB_NETS = ("plain20", "plain56", "resnet20", "resnet56")
@@ -152,7 +179,7 @@ MAIN_JOB_NETS = ("plain20", "plain56", "resnet20", "resnet56")
 def test_cpu_study_registers_four_nets_and_ends_with_the_claims_in_words(cpu_study):
     from mlflow import MlflowClient
 
-    project, result = cpu_study
+    project, result = main_jobs_workspace(cpu_study), cpu_study.result
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     for variant in MAIN_JOB_NETS:
         version = client.get_model_version_by_alias(f"cifar10-{variant}", "champion")
@@ -180,7 +207,7 @@ def test_the_test_command_passes_after_the_main_job_in_the_same_clone(cpu_study,
     """Command 1 then command 2 in one clone: the main job leaves its experiment's values in params.yaml
     (`dvc exp run --set-param` does) and writes dvc.lock, which the tests must not take for the project's.
     Run here: the quick tests that read the project's params.yaml, dvc.lock or outputs."""
-    project, _ = cpu_study
+    project = main_jobs_workspace(cpu_study)
     assert "params.yaml" in run(["git", "status", "--porcelain"], project).stdout  # the experiment's values
     assert (project / "dvc.lock").is_file()
     result = run([str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
@@ -192,24 +219,236 @@ def test_the_test_command_passes_after_the_main_job_in_the_same_clone(cpu_study,
 
 
 def test_the_main_job_runs_again_in_the_same_clone_without_training_again(cpu_study, cifar10_archive):
-    project, _ = cpu_study
+    project = cpu_study.project
     again = run_script(project, "cpu-study.sh", timeout=3600, CIFAR10_ARCHIVE=str(cifar10_archive),
                        ITERATIONS="20", SUBSET="500")
     assert "Running stage 'train@" not in again.stdout and "C4 " in again.stdout
 
 
 def test_readme_commands_run_as_written_in_the_main_jobs_project(cpu_study, cifar10):
-    project, _ = cpu_study
+    """Each command prints what its page says it shows (OUTPUT_CHECKS), of the main job's own numbers."""
+    project = main_jobs_workspace(cpu_study)
     # The files the README's `resnet-repro predict ... cat.png ship.jpg` classifies.
     Image.fromarray(cifar10.test_images[np.flatnonzero(cifar10.test_labels == 3)[0]]).save(project / "cat.png")
     Image.fromarray(cifar10.test_images[np.flatnonzero(cifar10.test_labels == 8)[0]]).save(project / "ship.jpg")
     commands = commands_matching(AS_WRITTEN)
     for command in commands:
-        run(shlex.split(command), project, timeout=600)
-    assert (project / "resnet20" / "model.safetensors").is_file()  # `resnet-repro pull ... --out resnet20/`
+        output = run(shlex.split(command), project, timeout=600).stdout
+        [check] = output_checks(command)
+        check(command, output, project)
+
+
+
+# What each command run as written in the main job's project shows, as its page says: checked against the
+# project's own files (reports/metrics.json, params.yaml, the images given).
+def workspace_metrics(project: Path) -> dict[str, float]:
+    return json.loads((project / "reports" / "metrics.json").read_text())
+
+
+def shown(cell: str, value: float) -> bool:
+    """A number as DVC's tables print it: `metrics show/diff` round to 5 decimals, `exp show` to 5
+    significant digits."""
+    return cell not in ("-", "!", "") and float(cell) in (round(value, 5), float(f"{value:.5g}"))
+
+
+def table(output: str, first_column: str) -> tuple[str, list[str]]:
+    """A table DVC prints: its header (the line whose first word is `first_column`) and the rows below it,
+    without the rules (lines of box-drawing characters) and blank lines."""
+    lines = [line for line in output.splitlines() if line.strip() and set(line.strip()) != {"─"}]
+    start = next(index for index, line in enumerate(lines) if line.split()[0] == first_column)
+    return lines[start], lines[start + 1:]
+
+
+def right_aligned(row: str, header: str, name: str) -> str:
+    """The cell of column `name` in `row`, for a column DVC aligns right (numbers): the word of the row that
+    ends where the column's name ends."""
+    found = re.search(rf"(?<!\S){re.escape(name)}(?!\S)", header)
+    assert found, f"no column {name!r} in:\n{header}"
+    end = found.end()
+    assert row[end - 1] != " " and row[end:end + 1] in ("", " "), f"no cell under {name!r}:\n{header}\n{row}"
+    return row[:end].split()[-1]
+
+
+def check_metrics_show(command: str, output: str, project: Path) -> None:
+    """One row: each net's test error and each claim's margin."""
+    metrics = workspace_metrics(project)
+    assert set(MAIN_JOB_NETS) | {"C1", "C2", "C3"} <= set(metrics), metrics
+    header, rows = table(output, "Path")
+    [row] = [line.split() for line in rows]
+    assert row[0] == "reports/metrics.json" and len(row) == len(header.split()), output
+    assert set(header.split()[1:]) == set(metrics), output
+    for name, cell in zip(header.split()[1:], row[1:]):
+        assert shown(cell, metrics[name]), (name, cell, metrics[name])
+
+
+def check_metrics_diff(command: str, output: str, project: Path) -> None:
+    """The errors and margins against the last commit, which (a fresh clone's) has none: each is new."""
+    metrics = workspace_metrics(project)
+    header, rows = table(output, "Path")
+    assert header.split() == ["Path", "Metric", "HEAD", "workspace", "Change"], output
+    by_metric = {row.split()[1]: row.split() for row in rows}
+    assert set(by_metric) == set(metrics), output
+    for name, value in metrics.items():
+        _, _, old, new, _ = by_metric[name]
+        assert old == "-" and shown(new, value), (name, by_metric[name], value)
+
+
+def check_exp_show(command: str, output: str, project: Path) -> None:
+    """A row per experiment (the workspace, the last commit and the main job's experiments), with a column
+    for each net's test error and each claim's margin; with `--only-changed --drop ...` (the README's), only
+    those and the params the experiments changed."""
+    metrics = workspace_metrics(project)
+    header, rows = table(output, "Experiment")
+    experiments = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    assert experiments
+    for name in ["workspace", *experiments]:
+        [row] = [row for row in rows if row.split()[0] == name or f" [{name}] " in row]
+        for metric, value in metrics.items():
+            cell = right_aligned(row, header, metric)
+            assert shown(cell, value), f"{name}: {metric} = {cell}, reports/metrics.json: {value}\n{output}"
+    if "--only-changed" in command:
+        columns = set(header.split())
+        assert columns == {"Experiment", "Created", *metrics, *changed_params(project)}, \
+            f"{sorted(columns - {'Experiment', 'Created', *metrics, *changed_params(project)})}\n{output}"
+
+
+def changed_params(project: Path) -> dict[str, object]:
+    """{dotted name: value} of the workspace's params.yaml that differ from the last commit's, named as DVC
+    names them (a nested mapping's keys joined with dots; a list is one value)."""
+    workspace = flat(yaml.safe_load((project / "params.yaml").read_text()))
+    last_commit = flat(yaml.safe_load(run(["git", "show", "HEAD:params.yaml"], project).stdout))
+    return {name: value for name, value in workspace.items() if name not in last_commit or last_commit[name] != value}
+
+
+def flat(params: dict, prefix: str = "") -> dict[str, object]:
+    values: dict[str, object] = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and value:
+            values.update(flat(value, f"{prefix}{key}."))
+        else:
+            values[f"{prefix}{key}"] = value
+    return values
+
+
+def check_params_diff(command: str, output: str, project: Path) -> None:
+    """The params that changed against the last commit: those the main job set, with their values."""
+    header, rows = table(output, "Path")
+    assert header.split() == ["Path", "Param", "HEAD", "workspace"], output
+    params = changed_params(project)
+    assert {"train.iterations", "data.subset", "study.name"} <= set(params), params
+    workspace = header.index("workspace")  # a left-aligned column; a list's cell holds spaces
+    shown_params = {row.split()[1]: row[workspace:].strip() for row in rows}
+    assert shown_params == {name: str(value) for name, value in params.items()}, output
+
+
+def check_plots_show(command: str, output: str, project: Path) -> None:
+    """Each net's training loss, test error and layer responses, in dvc_plots/index.html."""
+    page = project / "dvc_plots" / "index.html"
+    assert str(page) in output or "dvc_plots/index.html" in output, output
+    html = page.read_text()
+    for variant in MAIN_JOB_NETS:
+        for title in ("training loss", "test error", "std of layer responses"):
+            assert f"{variant} seed 0, {title}" in html, (variant, title)
+
+
+def check_predict(command: str, output: str, project: Path) -> None:
+    """One line per image, in the order given: its path, one CIFAR-10 class and that class's probability
+    (the most likely of ten, so at least a tenth)."""
+    images = [word for word in shlex.split(command) if word.endswith((".png", ".jpg"))]
+    class_names = json.loads((project / "data" / "prepared" / "cifar10" / "meta.json").read_text())["class_names"]
+    lines = [line.split("\t") for line in output.splitlines() if line.strip()]
+    assert [line[0] for line in lines] == images, output
+    for _, class_name, probability in lines:
+        assert class_name in class_names and 0.1 <= float(probability) <= 1, output
+
+
+def check_pull(command: str, output: str, project: Path) -> None:
+    """The champion's weights and model card, in the folder given."""
+    out = project / shlex.split(command)[shlex.split(command).index("--out") + 1]
+    card = json.loads((out / "card.json").read_text())
+    assert card["registered_name"] == "cifar10-resnet20" and (out / "model.safetensors").is_file(), card
+
+
+def check_study_list(command: str, output: str, project: Path) -> None:
+    """The paper's studies, each named at the start of a line, and its nets on the next."""
+    from resnet_repro.studies import STUDIES
+
+    lines = output.splitlines()
+    nets = {lines[index].split()[0]: lines[index + 1].split(":", 1)[1].strip()
+            for index, line in enumerate(lines) if line and not line[0].isspace()}
+    assert list(nets) == list(STUDIES), output
+    for name, study in STUDIES.items():
+        assert nets[name] == ", ".join(study.variants), (name, nets[name])
+    # As the README says: the paper's CIFAR-10 study, and the main job's four nets.
+    assert nets["cifar-paper"] == "plain20, plain32, plain44, plain56, resnet20, resnet32, resnet44, resnet56, resnet110"
+    assert nets["cifar-degradation-cpu"] == ", ".join(MAIN_JOB_NETS)
+
+
+OUTPUT_CHECKS: dict[str, Callable[[str, str, Path], None]] = {
+    r"^dvc metrics show$": check_metrics_show,
+    r"^dvc metrics diff$": check_metrics_diff,
+    r"^dvc exp show\b": check_exp_show,
+    r"^dvc params diff$": check_params_diff,
+    r"^dvc plots show$": check_plots_show,
+    r"^(resnet-repro|python -m resnet_repro) predict ": check_predict,
+    r"^resnet-repro pull ": check_pull,
+    r"^resnet-repro study list$": check_study_list,
+}
+
+
+def output_checks(command: str) -> list[Callable[[str, str, Path], None]]:
+    return [check for pattern, check in OUTPUT_CHECKS.items() if re.search(pattern, command)]
+
+
+def test_readme_python_blocks_build_nets_of_the_shape_they_say(cpu_study):
+    """Every python block of the pages that is not a quote of src/ runs in the main job's project (the
+    registry's champion is there); the net a block leaves in `net` maps a batch of images of its input size
+    to one score per class of its dataset, in eval mode where the page says so (NET_SHAPES)."""
+    project = cpu_study.project
+    matched: set[str] = set()
     for block in readme_blocks("python"):
-        if not is_source_excerpt(block):
+        if is_source_excerpt(block):
+            continue
+        assignment = net_assignment(block)
+        if assignment is None:
             run([str(VENV_BIN / "python"), "-c", block], project, timeout=600)
+            continue
+        shapes = [pattern for pattern in NET_SHAPES if re.search(pattern, assignment)]
+        assert len(shapes) == 1, f"NET_SHAPES should say what `net = {assignment}` gives: {shapes}"
+        size, classes, in_eval_mode = NET_SHAPES[shapes[0]]
+        matched.add(shapes[0])
+        output = run([str(VENV_BIN / "python"), "-c", block + NET_PROBE.format(size=size)], project,
+                     timeout=600).stdout
+        probe = json.loads(output.strip().splitlines()[-1])
+        assert probe["output"] == [2, classes], (block, probe)
+        if in_eval_mode is not None:
+            assert probe["training"] is not in_eval_mode, (block, probe)
+    assert matched == set(NET_SHAPES), f"NET_SHAPES entries no block matches: {set(NET_SHAPES) - matched}"
+
+
+def net_assignment(block: str) -> str | None:
+    """The right-hand side of the last `net = ...` of a python block: the net the block leaves the user with."""
+    assignments = re.findall(r"^net = (.*)$", block, re.MULTILINE)
+    return assignments[-1] if assignments else None
+
+
+# What a block's `net = ...` gives, as its page says: (input size, classes, in eval mode or None where the
+# page does not say). A CIFAR-10 net takes 32x32 images to 10 classes; an ImageNet net 224x224 to 1,000.
+NET_SHAPES: dict[str, tuple[int, int, bool | None]] = {
+    # The README's block (and docs/weights.md's): "the published net".
+    r'^build\("resnet20", weights="cifar10"\)\.eval\(\)': (32, 10, True),
+    r'^resnet_repro\.load_registered\("cifar10-resnet20@champion"\)': (32, 10, True),  # "nn.Module in eval mode"
+    r'^build\("resnet18-cifar"\)': (32, 10, None),
+    r'^build\("resnet50", ': (224, 1000, None),
+}
+# Appended to a block: whether its `net` is in training mode, and the shape of its scores for two images.
+NET_PROBE = """
+import json as _json, torch as _torch
+_training = net.training
+with _torch.no_grad():
+    _scores = net.eval()(_torch.zeros(2, 3, {size}, {size}))
+print(_json.dumps({{"training": _training, "output": list(_scores.shape)}}))
+"""
 
 
 def is_source_excerpt(block: str) -> bool:
@@ -219,7 +458,8 @@ def is_source_excerpt(block: str) -> bool:
 
 def test_python_blocks_run_or_quote_the_source():
     """A python block of the pages is either an excerpt of src/ as it is now or runs (in the main job's
-    project, above): an excerpt that drifts from the code it quotes is caught here."""
+    project, `test_readme_python_blocks_build_nets_of_the_shape_they_say`): an excerpt that drifts from the
+    code it quotes is caught here."""
     excerpts = [block for block in readme_blocks("python") if is_source_excerpt(block)]
     assert excerpts, "docs/weights.md quotes models/weights.py's PUBLISHED"
     for block in readme_blocks("python"):
@@ -241,30 +481,44 @@ def test_select_commands_run_as_written_in_a_fresh_clone(tmp_path):
 
 
 def test_readme_mlflow_ui_serves_the_main_jobs_runs(cpu_study):
-    """`mlflow ui --backend-store-uri sqlite:///mlflow.db` as written: its page answers on port 5000, and
-    its REST API lists the study's runs."""
+    """`mlflow ui --backend-store-uri sqlite:///mlflow.db` as written, on a free port (`--port`, since a
+    user's own `mlflow ui` may hold 5000): its page answers, and its REST API lists the study's runs, by the
+    ids the project's store gave them (no other server could answer with those)."""
     import urllib.request
 
-    project, _ = cpu_study
+    from mlflow import MlflowClient
+
+    project = cpu_study.project
     [command] = set(commands_matching(SERVED))  # the README and docs/mlflow.md give the same one
-    server = subprocess.Popen(shlex.split(command), cwd=project, env=script_environment(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{free_port()}"
+    server = subprocess.Popen([*shlex.split(command), "--port", url.rsplit(":", 1)[1]], cwd=project,
+                              env=script_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     assert server.stdout is not None
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen("http://127.0.0.1:5000/", timeout=5) as response:
+                with urllib.request.urlopen(f"{url}/", timeout=5) as response:
                     assert response.status == 200 and b"MLflow" in response.read()
                 break
             except OSError:
                 assert server.poll() is None, server.stdout.read().decode()
-                assert time.monotonic() < deadline, "mlflow ui did not answer on port 5000 within 120 s"
+                assert time.monotonic() < deadline, f"mlflow ui did not answer at {url} within 120 s"
                 time.sleep(1)
-        request = urllib.request.Request("http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name"
-                                         "?experiment_name=resnet-repro-cifar10-cpu")
+        client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("resnet-repro-cifar10-cpu")
+        assert experiment is not None, "the main job's project has no experiment resnet-repro-cifar10-cpu"
+        stored = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
+        request = urllib.request.Request(f"{url}/api/2.0/mlflow/runs/search", method="POST",
+                                         data=json.dumps({"experiment_ids": [experiment.experiment_id],
+                                                          "max_results": 1000}).encode(),
+                                         headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
-            assert json.loads(response.read())["experiment"]["name"] == "resnet-repro-cifar10-cpu"
+            served = {run["info"]["run_id"] for run in json.loads(response.read())["runs"]}
+        # The study's parent run and a run per net, at least.
+        assert served == stored and len(stored) >= len(MAIN_JOB_NETS) + 1, (served, stored)
+        assert server.poll() is None
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -328,16 +582,20 @@ def test_set_param_takes_every_key_of_every_section(tmp_path):
 
 
 def test_set_param_with_a_bad_key_or_value_stops_with_one_line_naming_it(cpu_study):
-    project, _ = cpu_study
-    result = run(["dvc", "exp", "run", "-S", "train.learning_rate=0.05"], project, check=False, timeout=600)
-    assert result.returncode != 0 and "train.learning_rate" in result.stderr
-    result = run(["dvc", "exp", "run", "-S", "train.lr=fast"], project, check=False, timeout=600)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    errors = [line for line in output.splitlines() if line.startswith("train: error: ")]
-    assert len(errors) == 1 and "params.yaml: train.lr = 'fast': Input should be a valid number" in errors[0], output
-    assert "it/s" not in output  # stopped before its first iteration
-    run(["git", "checkout", "params.yaml"], project)
+    project = cpu_study.project
+    params = (project / "params.yaml").read_text()
+    try:
+        result = run(["dvc", "exp", "run", "-S", "train.learning_rate=0.05"], project, check=False, timeout=600)
+        assert result.returncode != 0 and "train.learning_rate" in result.stderr
+        result = run(["dvc", "exp", "run", "-S", "train.lr=fast"], project, check=False, timeout=600)
+        assert result.returncode != 0
+        output = result.stdout + result.stderr
+        errors = [line for line in output.splitlines() if line.startswith("train: error: ")]
+        assert len(errors) == 1, output
+        assert "params.yaml: train.lr = 'fast': Input should be a valid number" in errors[0], output
+        assert "it/s" not in output  # stopped before its first iteration
+    finally:  # DVC wrote lr: fast into params.yaml; what was there before (the main job's values) goes back
+        (project / "params.yaml").write_text(params)
 
 
 def test_early_training_check_at_a_tiny_scale(cifar10_archive):
@@ -392,22 +650,26 @@ def vega_scripts(tmp_path_factory) -> str:
                    for name in VEGA_PACKAGES)
 
 
-# Last in the module: it adds an experiment to the main job's project.
 def test_metrics_diff_and_plots_diff_between_two_experiments(cpu_study, vega_scripts, tmp_path):
     """A second experiment in the main job's clone (the 20-layer nets only: their trainings are cached, so
     only the report runs again); `dvc metrics diff` and `dvc plots diff` compare the two, and the plots
     render in headless Chromium."""
+    project = main_jobs_workspace(cpu_study)
+    first = cpu_study.experiment
+    try:
+        compare_with_twenty_layers(project, first, vega_scripts, tmp_path)
+    finally:  # the other tests of the module see the main job's workspace, whatever ran before them
+        main_jobs_workspace(cpu_study)
+        run(["dvc", "exp", "remove", "twenty-layers"], project, check=False)
+
+
+def compare_with_twenty_layers(project: Path, first: str, vega_scripts: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    project, _ = cpu_study
-    # The main job's experiments (two: the test above ran it again); both have the four nets.
-    first = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
-    assert first
-    run(["dvc", "exp", "apply", first[0]], project)  # the tests before changed params.yaml as the pages do
     output = run(["dvc", "exp", "run", "-S", "study.variants=[plain20,resnet20]", "-n", "twenty-layers"],
                  project, timeout=1200).stdout
     assert "Running stage 'train@" not in output
-    diff = json.loads(run(["dvc", "metrics", "diff", first[0], "twenty-layers", "--all", "--json"], project).stdout)
+    diff = json.loads(run(["dvc", "metrics", "diff", first, "twenty-layers", "--all", "--json"], project).stdout)
     changes = diff["reports/metrics.json"]
     assert changes["plain56"]["new"] is None and changes["plain20"].get("diff", 0) == 0
     assert changes["C3"]["old"] != changes["C3"]["new"]  # plain-56 against ResNet-56, then at 20 layers
@@ -415,10 +677,10 @@ def test_metrics_diff_and_plots_diff_between_two_experiments(cpu_study, vega_scr
 
     template = tmp_path / "template.html"
     template.write_text(PLOTS_TEMPLATE.format(scripts=vega_scripts))
-    run(["dvc", "plots", "diff", first[0], "twenty-layers", "--targets", "metrics/resnet20/seed0/errors.tsv",
+    run(["dvc", "plots", "diff", first, "twenty-layers", "--targets", "metrics/resnet20/seed0/errors.tsv",
          "-o", str(tmp_path / "plots"), "--html-template", str(template)], project)
     page = tmp_path / "plots" / "index.html"
-    assert first[0] in page.read_text() and "twenty-layers" in page.read_text()
+    assert first in page.read_text() and "twenty-layers" in page.read_text()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=HEADLESS_CHROMIUM)
         view = browser.new_page(viewport={"width": 1000, "height": 700})

@@ -4,6 +4,7 @@ EXIF-rotated, and broken files of every kind."""
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -241,13 +242,16 @@ def test_a_class_whose_files_are_all_broken_is_refused(tmp_path):
 def test_a_file_changed_after_prepare_stops_the_ffcv_stage(prepared):
     params, layout, _ = prepared
     victim = read_list(layout.prepared_dir, "val", Path(params.data.root))[0].path
-    original = victim.read_bytes()
+    original, status = victim.read_bytes(), victim.stat()
     try:
         victim.write_bytes(original + b"\0")
         with pytest.raises(DataError, match=f"{victim.name}: missing or changed since the prepare stage"):
             write_ffcv(params, layout)
     finally:
+        # The file as prepare read it, its time included (the list records size and mtime): the module's
+        # other tests load the same prepared folder.
         victim.write_bytes(original)
+        os.utime(victim, ns=(status.st_atime_ns, status.st_mtime_ns))
 
 
 def test_params_refuse_a_val_size_for_folders_and_a_missing_root(tmp_path):
