@@ -37,6 +37,9 @@ fi
 archive="$(realpath "$archive")"  # the study runs in another directory
 gpus="$(python -c 'import torch; print(torch.cuda.device_count())')"
 precision="$(python -c 'from resnet_repro.device import cuda_has_native_bf16; print("bf16" if cuda_has_native_bf16() else "fp16")')"
+if [ "$precision" = fp16 ]; then
+  skipped+=("bf16 (the GPU has no bf16 units)")
+fi
 
 echo
 echo "== the CUDA tests: tests/test_cuda.py"
@@ -80,4 +83,9 @@ echo "== images/s per precision: resnet-repro bench precisions"
 resnet-repro bench precisions --archive "$archive" --workers "$(( $(nproc) < 8 ? $(nproc) : 8 ))"
 
 echo
-echo "first-gpu: passed${skipped[*]:+; skipped: ${skipped[*]}}"
+summary="first-gpu: passed"
+if [ ${#skipped[@]} -gt 0 ]; then
+  printf -v list '%s, ' "${skipped[@]}"
+  summary+="; skipped: ${list%, }"
+fi
+echo "$summary"
