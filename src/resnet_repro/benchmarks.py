@@ -425,7 +425,8 @@ def precision_table(result: dict) -> str:
         rows.append(row)
     widths = [max(len(line[i]) for line in [headers, *rows]) for i in range(len(headers))]
     lines = [f"Training images/s, loader + step (resnet-repro bench train's configured run): {settings['model']}, "
-             f"batch {settings['batch_size']}, {settings['backend']} loader with {settings['workers']} workers, "
+             f"batch {settings['batch_size']}, {settings['backend']} loader with {settings['workers']} "
+             f"worker{'' if settings['workers'] == 1 else 's'}, "
              f"channels_last {'on' if settings['channels_last'] else 'off'}, {settings['timed_steps']} steps timed "
              f"after {settings['warmup_steps']}",
              *("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows])]
