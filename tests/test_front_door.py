@@ -63,6 +63,9 @@ SERVED = r"^mlflow ui --backend-store-uri sqlite:///mlflow\.db$"
 SCRIPTS = {
     r"^bash scripts/cpu-study\.sh$": "test_cpu_study_registers_four_nets_and_ends_with_the_claims_in_words",
 }
+# Commands that need CUDA: run as written with the GPUs hidden, where each must stop at once with its one
+# line (tests/test_cuda_check.py runs the core's checks on the CPU; on a GPU, they are the test).
+NEEDS_CUDA = r"^(bash scripts/first-gpu\.sh|PYTHONPATH=src python -m resnet_repro\.train\.cuda_check)$"
 # dvc commands that would train: run with --dry (and --force: DVC 3.67.1's dry run cannot hash the
 # outputs of stages that have not run yet, DVC issue 9818, which every stage of a fresh clone is).
 DRY = r"^dvc (repro|exp run)\b"
@@ -95,15 +98,27 @@ def commands_matching(pattern: str) -> list[str]:
 
 
 def test_every_readme_command_is_run_or_covered():
-    patterns = [*COVERED_ELSEWHERE, *SCRIPTS, DRY, AS_WRITTEN, SELECT, SERVED, REMOTE]
+    patterns = [*COVERED_ELSEWHERE, *SCRIPTS, DRY, AS_WRITTEN, SELECT, SERVED, REMOTE, NEEDS_CUDA]
     uncovered = [command for command in readme_commands() if not any(re.search(p, command) for p in patterns)]
     assert not uncovered, f"README commands no test runs: {uncovered}"
-    for pattern in [*SCRIPTS, DRY, AS_WRITTEN, SELECT, SERVED, REMOTE]:  # the patterns still match something
+    # The patterns still match something.
+    for pattern in [*SCRIPTS, DRY, AS_WRITTEN, SELECT, SERVED, REMOTE, NEEDS_CUDA]:
         assert commands_matching(pattern), pattern
     # A command run as written is checked for what it prints, not only for its exit status.
     unchecked = [command for command in commands_matching(AS_WRITTEN) if len(output_checks(command)) != 1]
     assert not unchecked, f"commands run as written with no (or more than one) OUTPUT_CHECKS entry: {unchecked}"
     assert all(commands_matching(pattern) for pattern in OUTPUT_CHECKS), "an OUTPUT_CHECKS entry no command matches"
+
+
+def test_cuda_commands_stop_at_once_in_one_line_without_cuda():
+    commands = commands_matching(NEEDS_CUDA)
+    assert len(commands) == 2, commands  # the whole check and its core
+    for command in commands:
+        result = subprocess.run(["bash", "-c", command], cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
+                                env=script_environment(CUDA_VISIBLE_DEVICES=""))  # no GPU, on any machine
+        assert (result.returncode, result.stdout) == (1, ""), f"{command}: {result.stdout}{result.stderr}"
+        assert re.fullmatch(r"no CUDA device: torch \S+ \((CUDA \S+|cpu) build\) sees none; nothing run\n",
+                            result.stderr), f"{command}: {result.stderr}"
 
 
 # Inline mentions of the command line in README.md's prose that are not whole commands.

@@ -6,7 +6,8 @@ same net, workers and batch size, with the recipe of params.yaml at a constant l
   - baseline:   fp32, eager, NCHW, fed by torchvision's usual pipeline (PIL images,
                 torchvision.transforms, a shuffling DataLoader), i.e. a typical PyTorch CIFAR script.
 Images per second are counted after `warmup_steps` (loader start-up, FFCV's numba compilation,
-torch.compile, oneDNN's first calls), over `timed_steps`.
+torch.compile, oneDNN's first calls), over `timed_steps`. `bench_precisions` runs the configured one
+alone, in each precision on the GPU and on the CPU (the table of scripts/first-gpu.sh).
 
 `bench_startup` measures what comes before that: the fixed cost a train@ and an evaluate@ stage pay in
 their own process (imports, FFCV's import and numba compilation, the loaders, the MLflow run, the
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from resnet_repro.layout import META, STATS, Layout
 from resnet_repro.stages import evaluate as evaluate_stage
 from resnet_repro.stages import train as train_stage
 from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
+from resnet_repro.train.cuda_check import no_cuda_line, skipped_on_cuda
 from resnet_repro.train.distributed import Processes
 from resnet_repro.train.loop import TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for
@@ -90,9 +92,9 @@ def _training_images_per_second(model: torch.nn.Module, depth: int, loader: Load
     return images / seconds
 
 
-def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) -> dict:
-    """Training images/s with `settings`, and of the baseline; the optimizer and augmentation are those of
-    `params` (the project's params.yaml), at the recipe's lr, constant."""
+def bench_training(archive: Path, settings: TrainBenchSettings, params: Params, *, baseline: bool = True) -> dict:
+    """Training images/s with `settings`, and of the baseline unless not `baseline`; the optimizer and
+    augmentation are those of `params` (the project's params.yaml), at the recipe's lr, constant."""
     torch.manual_seed(0)
     device = resolve_device(settings.device)
     configure_determinism(False, cudnn_benchmark=True)
@@ -131,6 +133,14 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
         del loader  # and its threads, before the baseline's DataLoader forks its workers
         gc.collect()
 
+    dtype = autocast_dtype(settings.precision, device)
+    described = {**asdict(settings), "device": str(device),
+                 "precision_resolved": str(dtype).removeprefix("torch.") if dtype else "float32",
+                 "compile_resolved": resolve_compile(settings.compile, device),
+                 "torch_threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}
+    if not baseline:
+        return {"img_per_s": configured, "settings": described}
+
     channel_mean, channel_std = stats["channel_mean"].tolist(), stats["channel_std"].tolist()
     pipeline = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                    transforms.ToTensor(), transforms.Normalize(channel_mean, channel_std)])
@@ -140,14 +150,51 @@ def bench_training(archive: Path, settings: TrainBenchSettings, params: Params) 
                                     # Forking this process, which now runs FFCV's and numba's threads, makes the
                                     # C runtime print warnings on stdout (where the JSON goes).
                                     multiprocessing_context="spawn" if settings.workers else None)
-    baseline = _training_images_per_second(models.build(settings.model).to(device), depth,
-                                           DataLoaderBatches(torchvision_loader, device), baseline_train, device)
-    dtype = autocast_dtype(settings.precision, device)
-    return {"img_per_s": configured, "baseline_img_per_s": baseline, "speedup": configured / baseline,
-            "settings": {**asdict(settings), "device": str(device),
-                         "precision_resolved": str(dtype).removeprefix("torch.") if dtype else "float32",
-                         "compile_resolved": resolve_compile(settings.compile, device),
-                         "torch_threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16()}}
+    baseline_rate = _training_images_per_second(models.build(settings.model).to(device), depth,
+                                                DataLoaderBatches(torchvision_loader, device), baseline_train, device)
+    return {"img_per_s": configured, "baseline_img_per_s": baseline_rate, "speedup": configured / baseline_rate,
+            "settings": described}
+
+
+# The devices and precisions of `bench precisions`: each precision on the GPU, beside the same net on the CPU.
+BENCH_DEVICES = ("cuda", "cpu")
+BENCH_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def not_measured(device: str, precision: str) -> str | None:
+    """Why `bench_precisions` does not run `precision` on `device` (this machine's); None where it does."""
+    if device == "cuda":
+        missing = no_cuda_line()
+        if missing:
+            return missing.removesuffix("; nothing run")
+        return skipped_on_cuda().get(precision)
+    if precision == "bf16" and not cpu_has_native_bf16():
+        return ("this CPU has no bf16 instructions (AVX512-BF16, AMX): oneDNN emulates bf16, and "
+                "`precision: auto` trains in fp32 here")
+    if precision == "fp16":
+        return "`precision: auto` never trains in fp16 on a CPU"
+    return None
+
+
+def bench_precisions(archive: Path, settings: TrainBenchSettings, params: Params) -> dict:
+    """`bench_training`'s images/s (its configured run: loader + step, without its baseline) of the same net
+    with the same `settings` in each precision on the GPU and on the CPU: {device: {precision: cell}},
+    where a cell is {"img_per_s": rate} or, for what this machine cannot run, {"skipped": reason}."""
+    table: dict[str, dict[str, dict]] = {}
+    for device in BENCH_DEVICES:
+        table[device] = {}
+        for precision in BENCH_PRECISIONS:
+            reason = not_measured(device, precision)
+            if reason is not None:
+                table[device][precision] = {"skipped": reason}
+                continue
+            measured = bench_training(archive, replace(settings, device=device, precision=precision), params,
+                                      baseline=False)
+            table[device][precision] = {"img_per_s": measured["img_per_s"],
+                                        "compiled": measured["settings"]["compile_resolved"]}
+    names = {"cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+             "cpu": f"{torch.get_num_threads()} threads"}
+    return {"images_per_second": table, "devices": names, "settings": asdict(settings)}
 
 
 def compare_precisions(archive: Path, params: Params, *, model_name: str = "resnet20", iterations: int = 400,
@@ -364,3 +411,31 @@ def _time_evaluate_start(params: Params, layout: Layout, variant: str, run_id: s
             run_name=f"{variant} bench startup", params={}, tags={}, resume_run_id=run_id) as run:
         run.log_metrics({"test_top1_error": errors["top1_error"]}, params.train.iterations)
     return {"test_images": errors["num_images"]}
+
+
+def precision_table(result: dict) -> str:
+    """`bench_precisions`'s result as a table, a row per precision and a column per device; a cell that was
+    not measured says `skipped`, and a line under the table says why."""
+    table, devices, settings = result["images_per_second"], result["devices"], result["settings"]
+    headers = ["precision", *(f"{device} ({devices[device] or 'none'})" for device in BENCH_DEVICES)]
+    rows: list[list[str]] = []
+    reasons: dict[str, list[str]] = {}
+    for precision in BENCH_PRECISIONS:
+        row = [precision]
+        for device in BENCH_DEVICES:
+            cell = table[device][precision]
+            if "skipped" in cell:
+                row.append("skipped")
+                reasons.setdefault(cell["skipped"], []).append(f"{device} {precision}")
+            else:
+                row.append(f"{cell['img_per_s']:,.0f}" + (" (compiled)" if cell["compiled"] else ""))
+        rows.append(row)
+    widths = [max(len(line[i]) for line in [headers, *rows]) for i in range(len(headers))]
+    lines = [f"Training images/s, loader + step (resnet-repro bench train's configured run): {settings['model']}, "
+             f"batch {settings['batch_size']}, {settings['backend']} loader with {settings['workers']} "
+             f"worker{'' if settings['workers'] == 1 else 's'}, "
+             f"channels_last {'on' if settings['channels_last'] else 'off'}, {settings['timed_steps']} steps timed "
+             f"after {settings['warmup_steps']}",
+             *("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows])]
+    lines += [f"skipped {', '.join(where)}: {reason}" for reason, where in reasons.items()]
+    return "\n".join(lines)

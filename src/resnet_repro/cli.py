@@ -154,6 +154,7 @@ def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="measure the speed of parts of the pipeline")
     what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     _add_bench_train(what)
+    _add_bench_precisions(what)
     _add_bench_loader(what)
     _add_bench_startup(what)
 
@@ -251,11 +252,7 @@ def _bench_train(args: argparse.Namespace) -> int:
     settings = _settings(TrainBenchSettings, args)
     if "compile" in vars(args):
         settings = dataclasses.replace(settings, compile={"auto": "auto", "on": True, "off": False}[args.compile])
-    for option, value in (("--batch-size", settings.batch_size), ("--workers", settings.workers),
-                          ("--warmup-steps", settings.warmup_steps), ("--steps", settings.timed_steps),
-                          ("--iterations", args.iterations)):
-        if value <= 0 and not (option == "--workers" and value == 0):
-            raise ValueError(f"{option} = {value}: must be > 0")
+    _refuse_non_positive(settings, ("--iterations", args.iterations))
     from resnet_repro.config import load_params
 
     params = load_params(args.params)
@@ -274,6 +271,47 @@ def _bench_train(args: argparse.Namespace) -> int:
                   f"{settings.workers} workers, {result['settings']['device']})")
     if args.json:
         print(json.dumps(result))
+    return 0
+
+
+def _refuse_non_positive(settings, *others: tuple[str, int]) -> None:
+    """ValueError naming the first option of a training benchmark's `settings` (or `others`) that is not > 0."""
+    for option, value in (("--batch-size", settings.batch_size), ("--workers", settings.workers),
+                          ("--warmup-steps", settings.warmup_steps), ("--steps", settings.timed_steps), *others):
+        if value <= 0 and not (option == "--workers" and value == 0):
+            raise ValueError(f"{option} = {value}: must be > 0")
+
+
+def _add_bench_precisions(what: argparse._SubParsersAction) -> None:
+    parser = what.add_parser(
+        "precisions",
+        help="training images/s in each precision on the GPU, beside the same net on the CPU",
+        description="bench train's configured run (loader + step, on the real CIFAR-10; compiled on CUDA, eager on "
+        "the CPU) in fp32, bf16 and fp16 on the GPU and on the CPU, as one table. What this machine does not run "
+        "(no CUDA; a GPU without bf16 units; bf16 on a CPU without bf16 instructions; fp16 on a CPU) is marked "
+        "skipped, with the reason, and not measured.",
+        argument_default=argparse.SUPPRESS)
+    _add_project_options(parser, "the recipe (lr, momentum, weight decay) and augmentation")
+    parser.add_argument("--model")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--backend", choices=["ffcv", "torch"])
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--steps", dest="timed_steps", metavar="STEPS", type=int, help="steps timed per cell")
+    parser.add_argument("--json", action="store_true", default=False, help="print one JSON object instead of a table")
+    parser.set_defaults(handler=_bench_precisions)
+
+
+def _bench_precisions(args: argparse.Namespace) -> int:
+    from resnet_repro.benchmarks import TrainBenchSettings, bench_precisions, precision_table
+
+    settings = _settings(TrainBenchSettings, args)
+    _refuse_non_positive(settings)
+    from resnet_repro.config import load_params
+
+    params = load_params(args.params)
+    result = bench_precisions(args.archive or _project_archive(args.params, "bench precisions"), settings, params)
+    print(json.dumps(result) if args.json else precision_table(result))
     return 0
 
 

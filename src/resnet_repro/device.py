@@ -27,10 +27,17 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
         # oneDNN emulates bf16 on CPUs without bf16 instructions, at half the speed of fp32.
         return torch.bfloat16 if cpu_has_native_bf16() else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def cuda_has_native_bf16() -> bool:
+    """True where the current GPU has bf16 units (compute capability 8.0, Ampere, and newer). torch's
+    `is_bf16_supported()` says True by default also where a bf16 tensor can merely be made (a V100 or a
+    T4, which then emulate bf16 arithmetic, slower than fp16): not what `auto` should choose."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 @functools.cache

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from resnet_repro.io import file_sha256
 
@@ -77,6 +76,10 @@ class Weights:
         return directory
 
     def get_state_dict(self) -> dict[str, torch.Tensor]:
+        # Imported here: building a net (models.build) needs torch alone, also where safetensors is not
+        # installed (train.cuda_check on a GPU node that has nothing but torch).
+        from safetensors.torch import load_file
+
         return load_file(str(self.files() / "model.safetensors"))
 
     def _checked(self, path: Path, expected: str, expected_by: str) -> Path:

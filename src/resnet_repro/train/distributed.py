@@ -29,8 +29,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from resnet_repro.config import ConfigError
-
 # A rank waits for rank 0 while it alone measures the test error (the whole test set on one device).
 _COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=60)
 
@@ -77,6 +75,10 @@ class Processes:
     def share_of(self, batch_size: int) -> int:
         """The images each process takes of a global batch of `batch_size`."""
         if batch_size % self.world_size:
+            # Imported here: config needs pydantic, and the step (train.step) imports this module on GPU
+            # nodes that have nothing but torch (train.cuda_check).
+            from resnet_repro.config import ConfigError
+
             raise ConfigError(f"train.batch_size = {batch_size} is not divisible by the {self.world_size} "
                              f"processes: each must take an equal share of the global batch")
         return batch_size // self.world_size

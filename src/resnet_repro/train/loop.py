@@ -5,7 +5,7 @@
     result = fit(step, PaperSchedule(train, depth), loader, train,
                  hooks=Hooks(on_log=run.log_metrics, on_checkpoint=lambda state: state.save(path)), state=state)
 
-Each step runs in `TrainingStep` and leaves its loss on the device; the loop reads the loss back every
+Each step runs in `TrainingStep` (train.step) and leaves its loss on the device; the loop reads the loss back every
 train.log_every steps only, so it never waits on the GPU inside a step. Where the training stands lives
 in a `TrainingState` (train.state), which the loop keeps up to date and hands to `on_checkpoint`. `fit`
 continues such a state at the iteration it was saved at (the loader starts mid-epoch itself) and, in
@@ -35,19 +35,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from resnet_repro.config import TrainParams
 from resnet_repro.data.loading import Loader
-from resnet_repro.device import autocast, autocast_dtype, resolve_compile
 from resnet_repro.train.distributed import Processes
 from resnet_repro.train.errors import TrainingDiverged, TrainingInterrupted
 from resnet_repro.train.recipe import PaperSchedule
 from resnet_repro.train.state import Curves, TrainingState, code_version
-
-ONE_PROCESS = Processes()  # not distributed
-
+from resnet_repro.train.step import TrainingStep
 
 def _ignore(*arguments) -> None:
     pass
@@ -78,43 +74,6 @@ class FitResult:
     final_test_error: float | None
     seconds: float  # of training, evaluations excluded
     images_per_second: float
-
-
-class TrainingStep:
-    """One SGD step on a batch: forward under autocast (train.precision), backward through the gradient
-    scaler (fp16 only), optimizer step, in train.channels_last and compiled if train.compile says so.
-    Nothing in it reads a value back from the device (torch's fp16 GradScaler aside, which checks for
-    overflow); it returns the loss and logits as device tensors. Distributed (`processes`), the step
-    averages the gradients over the processes."""
-
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainParams,
-                 device: torch.device, processes: Processes = ONE_PROCESS):
-        self.model, self.optimizer, self.device, self.processes = model, optimizer, device, processes
-        self.dtype = autocast_dtype(train.precision, device)
-        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
-        # `model` keeps its plain state_dict keys for checkpoints and export; the step runs `forward`, which
-        # averages the gradients over the processes (DDP) and is compiled, if asked, around that.
-        forward: Callable[..., torch.Tensor] = model
-        if processes.distributed:
-            forward = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device] if device.type == "cuda" else None)
-        if resolve_compile(train.compile, device):
-            forward = torch.compile(forward)
-        self.forward = forward
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        images = images.contiguous(memory_format=self.memory_format)  # a no-op when the loader made it so
-        with autocast(self.device, self.dtype):
-            logits = self.forward(images)
-            loss = F.cross_entropy(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach(), logits.detach()
 
 
 def fit(step: TrainingStep, schedule: PaperSchedule, loader: Loader, train: TrainParams, *,
