@@ -210,6 +210,7 @@ def test_cpu_study_registers_four_nets_and_ends_with_the_claims_in_words(cpu_stu
     last_lines = result.stdout.strip().splitlines()[-len(claims):]
     for claim, line in zip(claims, last_lines, strict=True):
         assert line.strip().startswith(f"{claim['id']} {claim['verdict'].upper()}: "), line
+        assert result.stdout.count(line) == 1, f"said more than once: {line}"  # the report stage no longer says them
     # At 20 iterations no seed spread was measured (the study's is for 400): nothing can be called shown,
     # and C4 waits for the paper's length.
     assert {claim["verdict"] for claim in claims} <= {"not tested", "not shown"}

@@ -218,6 +218,14 @@ def _add_project_options(parser: argparse.ArgumentParser, taken: str) -> None:
                         help="the CIFAR-10 python archive (default: data.archive of --params, as prepare gets it)")
 
 
+def _add_training_run_options(parser: argparse.ArgumentParser) -> None:
+    """The net, batch and loader of a timed training run (bench train, bench precisions)."""
+    parser.add_argument("--model")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--backend", choices=["ffcv", "torch"])
+
+
 def _add_bench_train(what: argparse._SubParsersAction) -> None:
     parser = what.add_parser(
         "train",
@@ -229,10 +237,7 @@ def _add_bench_train(what: argparse._SubParsersAction) -> None:
         "paper's: /10 at 1/2 and 3/4) and prints both test errors.",
         argument_default=argparse.SUPPRESS)
     _add_project_options(parser, "the recipe (lr, momentum, weight decay, schedule) and augmentation")
-    parser.add_argument("--model")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--backend", choices=["ffcv", "torch"])
+    _add_training_run_options(parser)
     parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--compile", choices=["auto", "on", "off"])
@@ -292,10 +297,7 @@ def _add_bench_precisions(what: argparse._SubParsersAction) -> None:
         "skipped, with the reason, and not measured.",
         argument_default=argparse.SUPPRESS)
     _add_project_options(parser, "the recipe (lr, momentum, weight decay) and augmentation")
-    parser.add_argument("--model")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--backend", choices=["ffcv", "torch"])
+    _add_training_run_options(parser)
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--steps", dest="timed_steps", metavar="STEPS", type=int, help="steps timed per cell")
     parser.add_argument("--json", action="store_true", default=False, help="print one JSON object instead of a table")
