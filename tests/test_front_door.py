@@ -330,16 +330,19 @@ def check_exp_show(command: str, output: str, project: Path) -> None:
 
 def changed_params(project: Path) -> dict[str, object]:
     """{dotted name: value} of the workspace's params.yaml that differ from the last commit's, named as DVC
-    names them (a nested mapping's keys joined with dots; a list is one value)."""
+    names them (a nested mapping's keys joined with dots; a list is one value); a key the workspace no longer
+    has is changed to None, as DVC shows it ("-")."""
     workspace = flat(yaml.safe_load((project / "params.yaml").read_text()))
     last_commit = flat(yaml.safe_load(run(["git", "show", "HEAD:params.yaml"], project).stdout))
-    return {name: value for name, value in workspace.items() if name not in last_commit or last_commit[name] != value}
+    removed = {name: None for name in last_commit if name not in workspace}
+    return {name: value for name, value in workspace.items()
+            if name not in last_commit or last_commit[name] != value} | removed
 
 
 def flat(params: dict, prefix: str = "") -> dict[str, object]:
     values: dict[str, object] = {}
     for key, value in params.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):  # an empty mapping has no param of its own for DVC
             values.update(flat(value, f"{prefix}{key}."))
         else:
             values[f"{prefix}{key}"] = value
@@ -354,7 +357,7 @@ def check_params_diff(command: str, output: str, project: Path) -> None:
     assert {"train.iterations", "data.subset", "study.name"} <= set(params), params
     workspace = header.index("workspace")  # a left-aligned column; a list's cell holds spaces
     shown_params = {row.split()[1]: row[workspace:].strip() for row in rows}
-    assert shown_params == {name: str(value) for name, value in params.items()}, output
+    assert shown_params == {name: "-" if value is None else str(value) for name, value in params.items()}, output
 
 
 def check_plots_show(command: str, output: str, project: Path) -> None:
