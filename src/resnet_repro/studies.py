@@ -26,7 +26,7 @@ _NO_SEED_SPREAD: dict[str, Any] = {"study.seed_spread": {"iterations": None, "su
 # training images) by a public reproduction, quoted (docs/studies.md, "Quoted spreads"): where no spread
 # was measured, a one-seed study at that length judges its test-error claims against it.
 _QUOTED: dict[str, Any] = {
-    "source": "a public reproduction of the paper's CIFAR-10 recipe, five runs per net, each scored once at the end",
+    "source": "a public reproduction of the CIFAR-10 recipe of the paper, five runs per net, each scored once at the end",
     "iterations": 64000,
     "test_error_std": {"plain20": 0.13, "plain56": 0.22, "resnet20": 0.22, "resnet56": 0.27, "resnet110": 0.20}}
 _QUOTED_CIFAR_SPREAD: dict[str, Any] = {"study.seed_spread": {
