@@ -127,22 +127,25 @@ def _view(runs: list[Run], dataset: str) -> str:
     return "1-crop"
 
 
-def _spread(claim: Claim, nets: tuple[str, str], margins: list[float], params: Params) -> tuple[float | None, str]:
-    """The seed spread the claim's margin is judged against, and where it comes from."""
+def _spread(claim: Claim, nets: tuple[str, str], margins: list[float],
+            params: Params) -> tuple[float | None, str, str | None]:
+    """The seed spread the claim's margin is judged against, where it comes from, and whether it was
+    "measured" or "quoted" (None: no spread)."""
     if len(margins) > 1:
-        return max(margins) - min(margins), f"{len(margins)} seeds of this study"
+        return max(margins) - min(margins), f"{len(margins)} seeds of this study", "measured"
     measured = params.study.seed_spread
     at_this_scale = (measured.iterations == params.train.iterations and measured.subset == params.data.subset)
     if at_this_scale and claim.id in measured.margins:
-        return measured.margins[claim.id], f"study.seed_spread ({measured.seeds} seeds at {measured.iterations:,} iterations)"
+        return (measured.margins[claim.id],
+                f"study.seed_spread ({measured.seeds} seeds at {measured.iterations:,} iterations)", "measured")
     quoted, why_not_quoted = _quoted_spread(claim, nets, params)
     if quoted is not None:
-        return quoted, why_not_quoted
+        return quoted, why_not_quoted, "quoted"
     if measured.iterations is not None and not at_this_scale:
         return None, (f"one seed; study.seed_spread was measured at {measured.iterations:,} iterations and subset "
                       f"{measured.subset}, not this study's {params.train.iterations:,} and {params.data.subset}"
-                      f"{why_not_quoted}")
-    return None, f"one seed, and no seed spread measured at this scale (study.seed_spread){why_not_quoted}"
+                      f"{why_not_quoted}"), None
+    return None, f"one seed, and no seed spread measured at this scale (study.seed_spread){why_not_quoted}", None
 
 
 def _quoted_spread(claim: Claim, nets: tuple[str, str], params: Params) -> tuple[float | None, str]:
@@ -202,11 +205,11 @@ def _judge_one(claim: Claim, runs: dict[str, list[Run]], params: Params) -> dict
                                                               if run.seed in seed_margins)
                for m in claim.measures for variant in (worse, better)}
     margin = statistics.fmean(seed_margins.values())
-    spread, spread_from = _spread(claim, pair, list(seed_margins.values()), params)
-    quoted = spread is not None and spread_from.startswith("quoted")
+    spread, spread_from, spread_kind = _spread(claim, pair, list(seed_margins.values()), params)
+    quoted = spread_kind == "quoted"
     entry.update(nets=[worse, better], numbers=numbers, margin=margin, seed_margins=seed_margins,
                  spread=spread, spread_from=spread_from,
-                 spread_kind=None if spread is None else "quoted" if quoted else "measured")
+                 spread_kind=spread_kind)
     spread_name = "quoted spread (not measured here)" if quoted else "spread"
     iterations = params.train.iterations
     too_short = claim.needs_iterations is not None and iterations < claim.needs_iterations
