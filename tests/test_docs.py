@@ -173,3 +173,12 @@ def test_studies_page_lists_every_study():
     rows = _table_rows(_section((DOCS / "studies.md").read_text(), "## Studies"))
     listed = [match.group(1) for row in rows if (match := re.match(r"`([^`]+)`", row[0]))]
     assert listed == list(STUDIES), "docs/studies.md's table of studies differs from resnet_repro/studies.py"
+
+
+def test_testing_page_covers_every_test_module():
+    # A module missing from docs/testing.md's table is a tier nobody reading the page knows to run.
+    table = (DOCS / "testing.md").read_text().split("## What each module covers", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(test_\w+\.py)`", table))
+    modules = {path.name for path in (REPOSITORY / "tests").glob("test_*.py")}
+    assert modules - listed == set(), f"docs/testing.md's module table leaves out {sorted(modules - listed)}"
+    assert listed - modules == set(), f"docs/testing.md's module table names {sorted(listed - modules)}, not in tests/"
