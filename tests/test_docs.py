@@ -3,7 +3,8 @@
 Every relative link resolves to a file of the repository and every #anchor to a heading of its page
 (GitHub's rule for heading ids); no page reaches outside the repository by a relative path; the README
 stays a five-minute read and cites no file outside the repository; docs/architecture.md's layer table
-is the import contract of pyproject.toml and names every module; docs/studies.md lists every study.
+is the import contract of pyproject.toml and names every module; docs/studies.md lists every study;
+docs/resources.md's CPU times per net are the published segments they cite.
 """
 
 import re
@@ -182,3 +183,19 @@ def test_testing_page_covers_every_test_module():
     modules = {path.name for path in (REPOSITORY / "tests").glob("test_*.py")}
     assert modules - listed == set(), f"docs/testing.md's module table leaves out {sorted(modules - listed)}"
     assert listed - modules == set(), f"docs/testing.md's module table names {sorted(listed - modules)}, not in tests/"
+
+
+def test_resources_page_cpu_times_are_the_published_segments():
+    """docs/resources.md's seconds per 1,000 iterations are the quiet ("alone") segments of the published
+    8,000-iteration nets (results/cifar10-figure6-8k/<net>/segments.tsv), and its 64k times follow from them."""
+    section = _section((DOCS / "resources.md").read_text(), "## Time on a CPU")
+    rows = _table_rows(section[:section.index("\n### ")])  # the first table: the nets' rates
+    folders = {"plain-20": "plain20", "plain-56": "plain56", "ResNet-20": "resnet20", "ResNet-56": "resnet56"}
+    assert [row[0] for row in rows] == list(folders)
+    for name, rate_cell, full_length in rows:
+        lines = (REPOSITORY / "results" / "cifar10-figure6-8k" / folders[name] / "segments.tsv").read_text().splitlines()
+        header = lines[0].split("\t")
+        [alone] = [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.split("\t")[0].endswith(", alone")]
+        seconds, iterations = int(alone["seconds"]), int(alone["last_iteration"]) - int(alone["first_iteration"])
+        assert rate_cell == f"{1000 * seconds / iterations:.0f} ({seconds:,} s for {iterations:,})", (name, rate_cell)
+        assert full_length == f"{64 * seconds / iterations / 3.6:.1f} h (estimate)", (name, full_length)
