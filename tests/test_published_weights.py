@@ -186,3 +186,14 @@ def test_the_folders_a_wheel_carries_are_the_published_entries():
     # (or the wheel carries weights nothing loads), and each entry's folder must be there (or it cannot load).
     carried = {str(path.parent.relative_to(REPOSITORY / "results")) for path in REPOSITORY.glob("results/**/model.json")}
     assert carried == {entry.folder for entry in weights.PUBLISHED.values()}
+
+
+def test_the_build_copies_the_files_models_weights_names():
+    # setup.py and MANIFEST.in run before the package can be imported, so they spell the net's files again;
+    # models/weights.py is their owner, and a renamed file would otherwise leave wheels without weights.
+    source = (REPOSITORY / "setup.py").read_text()
+    net_files = re.search(r"^NET_FILES = \((.*?)\)$", source, re.MULTILINE)
+    assert net_files, "setup.py no longer names NET_FILES"
+    assert set(re.findall(r'"([^"]+)"', net_files.group(1))) == set(weights.ALL_FILES)
+    manifest = (REPOSITORY / "MANIFEST.in").read_text().split("recursive-include results", 1)[1].split()
+    assert set(manifest) == set(weights.ALL_FILES)

@@ -18,8 +18,7 @@ from safetensors.torch import load_file, save_file
 from resnet_repro import models
 from resnet_repro.io import atomic_write, file_sha256, write_json
 from resnet_repro.models import weights
-
-WEIGHTS, PREPROCESS, DESCRIPTION = "model.safetensors", "preprocess.safetensors", "model.json"
+from resnet_repro.models.weights import DESCRIPTION, PREPROCESS, TENSOR_FILES, WEIGHTS
 
 
 @dataclass
@@ -40,14 +39,13 @@ def save_trained(directory: Path, module: torch.nn.Module, mean_image: torch.Ten
     atomic_write(directory / PREPROCESS,
                  lambda temporary: save_file({"mean_image": mean_image.detach().float().cpu().contiguous()},
                                                    str(temporary)))
-    description = {**description, "weights_sha256": file_sha256(directory / WEIGHTS),
-                   "preprocess_sha256": file_sha256(directory / PREPROCESS)}
+    description = {**description, **{key: file_sha256(directory / name) for name, key in TENSOR_FILES.items()}}
     write_json(directory / DESCRIPTION, description)
     return description
 
 
 def verify(directory: Path, description: dict) -> None:
-    for name, key in ((WEIGHTS, "weights_sha256"), (PREPROCESS, "preprocess_sha256")):
+    for name, key in TENSOR_FILES.items():
         actual = file_sha256(directory / name)
         if actual != description[key]:
             raise ValueError(f"{directory / name}: sha256 is {actual}, but {DESCRIPTION} expects "

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from resnet_repro.layout import STUDY_JSON, Layout
+
 _REF_FORMS = "models:/NAME@ALIAS, NAME@ALIAS, NAME/VERSION or NAME/latest, e.g. cifar10-resnet56@champion"
 _MODEL_COLUMNS = ("name", "family", "dataset", "depth", "block", "shortcut", "params", "flops")
 
@@ -359,7 +361,6 @@ def _project_archive(params_path: Path, command: str) -> Path:
     """The archive the prepare stage of the project of `params_path` reads (downloaded once)."""
     from resnet_repro.config import load_params
     from resnet_repro.data.cifar10 import fetch_archive
-    from resnet_repro.layout import Layout
 
     params = load_params(params_path)
     if params.data.dataset != "cifar10":
@@ -382,7 +383,7 @@ def _add_study_commands(commands: argparse._SubParsersAction) -> None:
     choose.add_argument("--root", type=Path, help="the image folder of an ImageNet study (sets data.root)")
     choose.set_defaults(handler=_select_study)
     claims = what.add_parser("claims", help="say in words what the last report showed of the paper's claims")
-    claims.add_argument("--report", type=Path, default=Path("reports/study.json"),
+    claims.add_argument("--report", type=Path, default=Layout(Path(".")).reports_dir / STUDY_JSON,
                         help="the report stage's study.json (default: ./reports/study.json)")
     claims.set_defaults(handler=_print_claims)
     dispatch = what.add_parser(

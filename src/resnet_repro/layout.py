@@ -28,6 +28,10 @@ EVALUATION, RESPONSES = "eval.json", "responses.json"
 REGISTRATION = "registry.json"
 # report, in reports_dir: the study's tables, the same as JSON, its numbers alone (a DVC metric), its figures.
 STUDY_TABLE, STUDY_JSON, STUDY_METRICS, FIGURES = "study.md", "study.json", "metrics.json", "figures"
+# report, in reports_dir/FIGURES: Figure 6's curves and Figure 7's layer responses.
+TRAINING_CURVES, LAYER_RESPONSES = "training_curves.png", "layer_responses.png"
+# The trained net's own files (model.json, the weights, the mean image) are named by models/weights.py,
+# which the published nets share; artifacts.py writes them into model_dir.
 
 
 def beton(split: str) -> str:

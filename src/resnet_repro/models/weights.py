@@ -27,9 +27,10 @@ import torch
 
 from resnet_repro.io import file_sha256
 
-# The trained-model directory of artifacts.py: model.json records the sha256 of the tensor files under these keys.
-DESCRIPTION = "model.json"
-TENSOR_FILES = {"model.safetensors": "weights_sha256", "preprocess.safetensors": "preprocess_sha256"}
+# The files of a trained net's directory, named here alone: artifacts.py writes and reads them, a published
+# folder holds them. model.json records the sha256 of each tensor file under its key.
+DESCRIPTION, WEIGHTS, PREPROCESS = "model.json", "model.safetensors", "preprocess.safetensors"
+TENSOR_FILES = {WEIGHTS: "weights_sha256", PREPROCESS: "preprocess_sha256"}
 ALL_FILES = (DESCRIPTION, *TENSOR_FILES)
 # How `resnet-repro predict --model` names published weights, MODEL:WEIGHTS (a registry reference has a
 # / or an @ instead), so that it can tell them apart before it imports MLflow.
@@ -80,7 +81,7 @@ class Weights:
         # installed (train.cuda_check on a GPU node that has nothing but torch).
         from safetensors.torch import load_file
 
-        return load_file(str(self.files() / "model.safetensors"))
+        return load_file(str(self.files() / WEIGHTS))
 
     def _checked(self, path: Path, expected: str, expected_by: str) -> Path:
         """`path`; FileNotFoundError saying where it belongs if it is not there, ValueError if its sha256 differs."""

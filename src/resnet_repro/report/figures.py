@@ -19,11 +19,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from resnet_repro import models
+from resnet_repro.layout import LAYER_RESPONSES, TRAINING_CURVES
 from resnet_repro.report.measured import Run, label, mean_curve, mean_responses, sort_key
 
 DPI = 150
-TRAINING_CURVES = "training_curves.png"
-LAYER_RESPONSES = "layer_responses.png"
 DATASET_TITLE = {"cifar10": "CIFAR-10", "imagefolder": "image folder"}
 
 # Colour-blind friendly, distinct in print (Okabe-Ito, then tab10's extras).
