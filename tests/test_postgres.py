@@ -24,7 +24,6 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from local_servers import tail
 from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.data.normalize import normalize
@@ -116,7 +115,7 @@ def postgres() -> Iterator[Postgres]:
                                 "-o", options, "-w", "-t", "60", "start"], **run_as)
         started = True
         if start.returncode != 0:
-            pytest.fail(f"pg_ctl start failed:\n{start.stdout}\n{start.stderr}\n{tail(data_dir / 'server.log')}")
+            pytest.fail(f"pg_ctl start failed:\n{start.stdout}\n{start.stderr}\n{server.log_tail(data_dir / 'server.log')}")
         cluster = Postgres(port, data_dir)
         cluster.query(f"CREATE DATABASE {DATABASE}", database="postgres")
         yield cluster

@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 import resnet_repro
-from local_servers import VENV_BIN, mlflow_env, running
+from local_servers import VENV_BIN, mlflow_env
 from resnet_repro.artifacts import save_trained
 from resnet_repro.models import build
 from resnet_repro.tracking.registry import predict, register_model
 from resnet_repro.tracking.runs import TrainingRun
-from resnet_repro.tracking.server import free_port
+from resnet_repro.tracking.server import free_port, local_server
 from resnet_repro.tracking.serving import class_probabilities
 
 pytestmark = pytest.mark.pipeline  # processes, servers or a browser: not the quick tier
@@ -58,8 +58,8 @@ def server(registered, store, tmp_path_factory) -> Iterator[str]:
     url = f"http://127.0.0.1:{free_port()}"
     command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{registered}", "--env-manager", "local",
                "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
-    with running(command, f"{url}/ping", workdir / "serve.log", mlflow_env(MLFLOW_TRACKING_URI=store), workdir,
-                 STARTUP_SECONDS):
+    with local_server(command, f"{url}/ping", workdir / "serve.log", env=mlflow_env(MLFLOW_TRACKING_URI=store),
+                      cwd=workdir, startup_seconds=STARTUP_SECONDS, name="mlflow models serve"):
         yield url
 
 
