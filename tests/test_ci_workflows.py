@@ -5,8 +5,8 @@ on a stand-in for the hosted runner (tests/workflows.py), in a fresh clone fetch
 standing in for origin, whose `main` is the base branch and whose `feature` branch is a pull request's.
 
 Two steps cannot run here and are replaced, each said where it happens:
-- `machine` installs git, a C compiler and Python's venv and headers into the job's Debian 12 container;
-  this machine is that system already (Debian 12, root, Python 3.11).
+- `machine` installs git, CA certificates and zstd into the job's Debian 12 container; this machine is
+  that system already (Debian 12, root, Python 3.11).
 - `setup` is `bash scripts/setup.sh`, checked to be exactly the README's command: it would install
   some 6 GB. The test links this environment's venv where setup.sh puts it and puts the clone's src/
   first on PYTHONPATH, which is what setup.sh's editable install gives (.ci/run runs setup.sh itself on
