@@ -43,7 +43,7 @@ def both_backends(tmp_path, images: np.ndarray, augmentation: Augmentation) -> d
     write_beton(tmp_path / "train.beton", images, labels)
     crop = augmentation.crop_size
     settings: dict[str, Any] = {"batch_size": BATCH, "train": True, "mean_image": torch.zeros(3, crop, crop),
-                "device": CPU, "seed": 3}
+                "device": CPU, "num_workers": 2, "seed": 3}
     ffcv = make_loader(tmp_path / "train.beton", augmentation=augmentation, **settings)
     portable = TorchLoader(ArrayImages(images, labels, augmentation, train=True), **settings)
     return {"ffcv": outputs(ffcv), "torch": outputs(portable)}

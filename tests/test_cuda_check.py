@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from projects import REPOSITORY, VENV_BIN, params_with
-from resnet_repro import benchmarks
-from resnet_repro.benchmarks import TrainBenchSettings, bench_precisions, precision_table
+from resnet_repro.benchmarks import throughput
+from resnet_repro.benchmarks.throughput import TrainBenchSettings, bench_precisions, precision_table
 from resnet_repro.config import parse_params
 from resnet_repro.device import autocast_dtype
 from resnet_repro.train import step
@@ -136,16 +136,18 @@ def measured(monkeypatch) -> list[tuple[str, str]]:
         calls.append((settings.device, settings.precision))
         return {"img_per_s": 1000.0 + len(calls), "settings": {"compile_resolved": settings.device == "cuda"}}
 
-    monkeypatch.setattr(benchmarks, "bench_training", bench_training)
-    monkeypatch.setattr(benchmarks, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(throughput, "bench_training", bench_training)
+    monkeypatch.setattr(throughput, "cpu_has_native_bf16", lambda: False)
     return calls
 
 
 def test_the_table_shows_what_was_measured_and_why_the_rest_was_not(monkeypatch, measured):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(benchmarks, "skipped_on_cuda", lambda: {"bf16": "a T4 has no bf16 units"})
+    monkeypatch.setattr(throughput, "skipped_on_cuda", lambda: {"bf16": "a T4 has no bf16 units"})
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla T4")
-    result = bench_precisions(ARCHIVE, TrainBenchSettings(), parse_params(params_with({})))
+    params = parse_params(params_with({}))
+    result = bench_precisions(ARCHIVE, TrainBenchSettings.from_params(params, model="resnet20", warmup_steps=20,
+                                                                      timed_steps=60), params)
     assert measured == [("cuda", "fp32"), ("cuda", "fp16"), ("cpu", "fp32")]
     table = precision_table(result)
     lines = table.splitlines()
@@ -161,7 +163,9 @@ def test_the_table_shows_what_was_measured_and_why_the_rest_was_not(monkeypatch,
 
 def test_without_cuda_the_table_measures_the_cpu_alone(monkeypatch, measured):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = bench_precisions(ARCHIVE, TrainBenchSettings(), parse_params(params_with({})))
+    params = parse_params(params_with({}))
+    result = bench_precisions(ARCHIVE, TrainBenchSettings.from_params(params, model="resnet20", warmup_steps=20,
+                                                                      timed_steps=60), params)
     assert measured == [("cpu", "fp32")]
     cuda = result["images_per_second"]["cuda"]
     assert all(set(cell) == {"skipped"} and cell["skipped"].startswith("no CUDA device: torch ")
@@ -177,6 +181,6 @@ def test_bench_precisions_measures_the_cpu_and_skips_what_this_machine_lacks(cif
     assert result.returncode == 0, result.stderr[-3000:]
     table = json.loads(result.stdout)["images_per_second"]
     assert all("no CUDA device" in cell["skipped"] for cell in table["cuda"].values())
-    expected_on_cpu = {"fp32"} | ({"bf16"} if benchmarks.cpu_has_native_bf16() else set())
+    expected_on_cpu = {"fp32"} | ({"bf16"} if throughput.cpu_has_native_bf16() else set())
     assert {precision for precision, cell in table["cpu"].items() if "img_per_s" in cell} == expected_on_cpu
     assert all(0 < cell["img_per_s"] < float("inf") for cell in table["cpu"].values() if "img_per_s" in cell)

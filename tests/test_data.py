@@ -416,12 +416,12 @@ def mean_image(cifar10) -> torch.Tensor:
 def train_loader(betons, mean_image):
     # Shared: numba compiles the augmentation pipeline on its first epoch, which takes ~15 s.
     return make_loader(betons / "train.beton", augmentation=CIFAR_PAPER, batch_size=TRAIN_BATCH, train=True,
-                       mean_image=mean_image, device=CPU, seed=7)
+                       mean_image=mean_image, device=CPU, num_workers=2, seed=7)
 
 
 def test_eval_loader_yields_every_test_image_once_in_order(betons, cifar10, mean_image):
     loader = make_loader(betons / "test.beton", augmentation=CIFAR_PAPER, batch_size=64, train=False,
-                         mean_image=mean_image, device=CPU)
+                         mean_image=mean_image, device=CPU, num_workers=2)
     batches = list(loader)
     assert loader.num_images == TEST_IMAGES
     assert len(loader) == len(batches) == 4  # 200 = 3 * 64 + 8: the last, partial batch is kept
@@ -491,7 +491,7 @@ def test_torch_thread_count_survives_ffcv(train_loader, betons, mean_image):
 def test_loader_refuses_a_missing_file_naming_it(betons, mean_image):
     with pytest.raises(DataError, match=f"^{re.escape(str(betons / 'nothing.beton'))}: .beton file does not exist"):
         make_loader(betons / "nothing.beton", augmentation=CIFAR_PAPER, batch_size=10, train=True,
-                    mean_image=mean_image, device=CPU)
+                    mean_image=mean_image, device=CPU, num_workers=2)
 
 
 def test_a_training_epoch_can_start_at_any_batch_of_its_order(train_loader):

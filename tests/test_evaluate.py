@@ -110,4 +110,5 @@ def test_ten_crop_refuses_a_mean_image_of_another_size(photo_samples):
 
     with pytest.raises(ValueError, match=r"mean image is \(24, 24\), the crops 32x32"):
         next(ten_crop_scores(models.build("resnet20"), photo_samples, crop_size=32, resize=36,
-                             mean_image=torch.zeros(3, 24, 24), device=torch.device("cpu"), num_workers=0))
+                             mean_image=torch.zeros(3, 24, 24), device=torch.device("cpu"), batch_size=20,
+                             num_workers=0))

@@ -78,7 +78,7 @@ def test_bench_startup_times_each_part_of_both_stages(tmp_path, cifar10_archive)
     update_params_file(params, {"data.subset": 1000})
     result = json.loads(run(["resnet-repro", "bench", "startup", "--params", str(params), "--archive",
                              str(cifar10_archive), "--json"], tmp_path).stdout)
-    assert set(result["train"]) == {"imports", "ffcv_import", "loaders", "mlflow", "first_batch", "first_step",
+    assert set(result["train"]) == {"imports", "ffcv_import", "set_up", "mlflow", "first_batch", "first_step",
                                     "first_evaluation", "evaluation_again", "fixed"}
     assert set(result["evaluate"]) == {"imports", "load_net", "ffcv_import", "loaders", "mlflow",
                                        "first_evaluation", "evaluation_again", "fixed"}

@@ -6,7 +6,6 @@ tests/test_cli.py checks that building the parser imports none of them.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -145,12 +144,15 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- bench: loader, train and startup ---------------------------------------------------------------
+# --- bench: loader, train, precisions and startup ---------------------------------------------------
 #
-# The benchmarks' defaults live in their settings classes (data.bench.BenchSettings,
-# benchmarks.TrainBenchSettings), which import torch. So the options that set one of their fields
-# are left out of the namespace unless given (argparse.SUPPRESS, with the field's name as dest), and
-# `_settings` fills in the class's defaults once the command runs.
+# What a training of the project would use (batch size, workers, backend, precision and the other speed
+# paths) comes from --params, validated there; an option given on the command line replaces its value.
+# Those options default to None, "not given". What only a benchmark has (the net, how many steps to warm
+# up and to time) has its default here, once.
+
+_BENCH_MODEL = "resnet20"
+
 
 def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="measure the speed of parts of the pipeline")
@@ -161,11 +163,14 @@ def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
     _add_bench_startup(what)
 
 
-def _settings(settings_class, args: argparse.Namespace):
-    """`settings_class` with the options given on the command line, and its own defaults for the others."""
-    given = vars(args)
-    return settings_class(**{field.name: given[field.name] for field in dataclasses.fields(settings_class)
-                             if field.name in given})
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among `names` given on the command line: those that replace a value of --params."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, help="default: train.batch_size of --params")
+    parser.add_argument("--workers", type=int, help="loader workers (default: loader.num_workers of --params)")
 
 
 def _add_bench_loader(what: argparse._SubParsersAction) -> None:
@@ -174,34 +179,35 @@ def _add_bench_loader(what: argparse._SubParsersAction) -> None:
         help="training-pipeline images/s of both loader backends and of torchvision",
         description="Steady-state images/s of the FFCV and torch training pipelines and of torchvision's usual "
         "one (PIL + torchvision.transforms + DataLoader), same images, workers and batch size, no model.",
-        argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--dataset", choices=["cifar10", "imagefolder"], default="cifar10")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="the augmentation of this file's augment section is benchmarked (default: ./params.yaml)")
-    parser.add_argument("--archive", type=Path, default=None, help="the CIFAR-10 python archive (--dataset cifar10)")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="the image folder, holding train/<class>/* (--dataset imagefolder)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--warmup-batches", type=int)
-    parser.add_argument("--batches", dest="timed_batches", metavar="BATCHES", type=int,
-                        help="batches timed per pipeline")
-    parser.add_argument("--json", action="store_true", default=False, help="print one JSON object instead of a table")
+                        help="the augmentation (augment), the batch size and workers, and for an image folder how "
+                             "FFCV stores it (data), come from this file (default: ./params.yaml)")
+    parser.add_argument("--archive", type=Path, help="the CIFAR-10 python archive (--dataset cifar10)")
+    parser.add_argument("--root", type=Path, help="the image folder, holding train/<class>/* (--dataset imagefolder)")
+    _add_batch_options(parser)
+    parser.add_argument("--warmup-batches", type=int, default=20, help="default: 20")
+    parser.add_argument("--batches", dest="timed_batches", metavar="BATCHES", type=int, default=100,
+                        help="batches timed per pipeline (default: 100)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(handler=_bench_loader)
 
 
 def _bench_loader(args: argparse.Namespace) -> int:
-    from resnet_repro.data.bench import BenchSettings, bench_cifar10, bench_imagefolder
-
-    settings = _settings(BenchSettings, args)
     source = args.archive if args.dataset == "cifar10" else args.root
     if source is None:
         raise ValueError(f"--dataset {args.dataset} needs {'--archive' if args.dataset == 'cifar10' else '--root'}")
     from resnet_repro.config import load_params
+    from resnet_repro.data.bench import BenchSettings, bench_cifar10, bench_imagefolder
 
+    params = load_params(args.params)
+    settings = BenchSettings.from_params(params, warmup_batches=args.warmup_batches, timed_batches=args.timed_batches,
+                                         **_given(args, "batch_size", "workers"))
+    _refuse_non_positive(("--batch-size", settings.batch_size), ("--workers", settings.workers),
+                         ("--warmup-batches", settings.warmup_batches), ("--batches", settings.timed_batches))
     bench = bench_cifar10 if args.dataset == "cifar10" else bench_imagefolder
-    result = {"dataset": args.dataset, **bench(source, settings, load_params(args.params).augment)}
+    result = {"dataset": args.dataset, **bench(source, settings, params)}
     if args.json:
         print(json.dumps(result))
         return 0
@@ -221,57 +227,75 @@ def _add_project_options(parser: argparse.ArgumentParser, taken: str) -> None:
 
 
 def _add_training_run_options(parser: argparse.ArgumentParser) -> None:
-    """The net, batch and loader of a timed training run (bench train, bench precisions)."""
-    parser.add_argument("--model")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--backend", choices=["ffcv", "torch"])
+    """The net, batch, loader and length of a timed training run (bench train, bench precisions)."""
+    parser.add_argument("--model", default=_BENCH_MODEL, help=f"default: {_BENCH_MODEL}")
+    _add_batch_options(parser)
+    parser.add_argument("--backend", choices=["ffcv", "torch"], help="default: loader.backend of --params")
+    parser.add_argument("--warmup-steps", type=int, default=20, help="default: 20")
+    parser.add_argument("--steps", dest="timed_steps", metavar="STEPS", type=int, default=60,
+                        help="steps timed per run (default: 60)")
+
+
+def _train_bench_settings(args: argparse.Namespace, params, *others: tuple[str, int], **given):
+    """bench train's and bench precisions' settings: those of `params`, with the options given (and
+    `given`); refused if one of them, or of `others`, is out of range."""
+    from resnet_repro.benchmarks.throughput import TrainBenchSettings
+
+    settings = TrainBenchSettings.from_params(params, model=args.model, warmup_steps=args.warmup_steps,
+                                              timed_steps=args.timed_steps,
+                                              **_given(args, "batch_size", "workers", "backend"), **given)
+    _refuse_non_positive(("--batch-size", settings.batch_size), ("--workers", settings.workers),
+                         ("--warmup-steps", settings.warmup_steps), ("--steps", settings.timed_steps), *others)
+    return settings
 
 
 def _add_bench_train(what: argparse._SubParsersAction) -> None:
     parser = what.add_parser(
         "train",
         help="end-to-end training images/s (loader + step) against fp32 eager NCHW with torchvision's loader",
-        description="Images/s of the training loop on the real CIFAR-10 with the configured loader backend and "
-        "speed paths, and of the same net in fp32, eager, NCHW, fed by torchvision's usual pipeline (PIL + "
-        "torchvision.transforms + DataLoader), same workers and batch. --compare-precision instead trains "
+        description="Images/s of the training loop on the real CIFAR-10 with the loader backend and speed paths of "
+        "--params (or the options), and of the same net in fp32, eager, NCHW, fed by torchvision's usual pipeline "
+        "(PIL + torchvision.transforms + DataLoader), same workers and batch. --compare-precision instead trains "
         "briefly in fp32 and in bf16 from the same seed (the recipe of --params shrunk to --iterations; the "
-        "paper's: /10 at 1/2 and 3/4) and prints both test errors.",
-        argument_default=argparse.SUPPRESS)
-    _add_project_options(parser, "the recipe (lr, momentum, weight decay, schedule) and augmentation")
+        "paper's: /10 at 1/2 and 3/4) and prints both test errors.")
+    _add_project_options(parser, "the recipe (lr, momentum, weight decay, schedule), augmentation, batch size, "
+                                 "workers, loader backend and speed paths")
     _add_training_run_options(parser)
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
-    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    parser.add_argument("--compile", choices=["auto", "on", "off"])
-    parser.add_argument("--device")
-    parser.add_argument("--warmup-steps", type=int)
-    parser.add_argument("--steps", dest="timed_steps", metavar="STEPS", type=int, help="steps timed per configuration")
-    parser.add_argument("--compare-precision", action="store_true", default=False,
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+                        help="default: train.precision of --params")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                        help="default: train.channels_last of --params")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], help="default: train.compile of --params")
+    parser.add_argument("--device", help="default: train.device of --params")
+    parser.add_argument("--compare-precision", action="store_true",
                         help="train --iterations in fp32 and in bf16 (same seed) and print both test errors")
-    parser.add_argument("--iterations", type=int, default=400, help="training length of --compare-precision")
-    parser.add_argument("--json", action="store_true", default=False, help="print one JSON object instead of text")
+    parser.add_argument("--iterations", type=int, default=400,
+                        help="training length of --compare-precision (default: 400)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(handler=_bench_train)
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from resnet_repro.benchmarks import TrainBenchSettings, bench_training, compare_precisions
-
-    settings = _settings(TrainBenchSettings, args)
-    if "compile" in vars(args):
-        settings = dataclasses.replace(settings, compile={"auto": "auto", "on": True, "off": False}[args.compile])
-    _refuse_non_positive(settings, ("--iterations", args.iterations))
     from resnet_repro.config import load_params
 
     params = load_params(args.params)
+    given = _given(args, "precision", "channels_last", "device")
+    if args.compile is not None:
+        given["compile"] = {"auto": "auto", "on": True, "off": False}[args.compile]
+    settings = _train_bench_settings(args, params, ("--iterations", args.iterations), **given)
     archive = args.archive or _project_archive(args.params, "bench train")
     if args.compare_precision:
+        from resnet_repro.benchmarks.precision import compare_precisions
+
         result = compare_precisions(archive, params, model_name=settings.model, iterations=args.iterations,
                                     batch_size=settings.batch_size, workers=settings.workers)
         if not args.json:
             print(f"{settings.model}, {args.iterations} iterations: test error fp32 {result['fp32_test_error']:.4f}, "
                   f"bf16 {result['bf16_test_error']:.4f} (difference {result['max_difference']:.4f})")
     else:
-        result = bench_training(archive, settings, params)
+        from resnet_repro.benchmarks.throughput import bench_training
+
+        result = bench_training(archive, settings, params, baseline=True)
         if not args.json:
             print(f"configured {result['img_per_s']:,.0f} images/s, baseline {result['baseline_img_per_s']:,.0f} "
                   f"images/s: {result['speedup']:.2f}x ({settings.model}, batch {settings.batch_size}, "
@@ -281,10 +305,10 @@ def _bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_non_positive(settings, *others: tuple[str, int]) -> None:
-    """ValueError naming the first option of a training benchmark's `settings` (or `others`) that is not > 0."""
-    for option, value in (("--batch-size", settings.batch_size), ("--workers", settings.workers),
-                          ("--warmup-steps", settings.warmup_steps), ("--steps", settings.timed_steps), *others):
+def _refuse_non_positive(*options: tuple[str, int]) -> None:
+    """ValueError naming the first of the (option, value) `options` that is not > 0 (--workers may be 0).
+    The values that come from --params were checked there; only a given option can be out of range here."""
+    for option, value in options:
         if value <= 0 and not (option == "--workers" and value == 0):
             raise ValueError(f"{option} = {value}: must be > 0")
 
@@ -296,24 +320,20 @@ def _add_bench_precisions(what: argparse._SubParsersAction) -> None:
         description="bench train's configured run (loader + step, on the real CIFAR-10; compiled on CUDA, eager on "
         "the CPU) in fp32, bf16 and fp16 on the GPU and on the CPU, as one table. What this machine does not run "
         "(no CUDA; a GPU without bf16 units; bf16 on a CPU without bf16 instructions; fp16 on a CPU) is marked "
-        "skipped, with the reason, and not measured.",
-        argument_default=argparse.SUPPRESS)
-    _add_project_options(parser, "the recipe (lr, momentum, weight decay) and augmentation")
+        "skipped, with the reason, and not measured.")
+    _add_project_options(parser, "the recipe (lr, momentum, weight decay), augmentation, batch size, workers, "
+                                 "loader backend, channels_last and compile")
     _add_training_run_options(parser)
-    parser.add_argument("--warmup-steps", type=int)
-    parser.add_argument("--steps", dest="timed_steps", metavar="STEPS", type=int, help="steps timed per cell")
-    parser.add_argument("--json", action="store_true", default=False, help="print one JSON object instead of a table")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(handler=_bench_precisions)
 
 
 def _bench_precisions(args: argparse.Namespace) -> int:
-    from resnet_repro.benchmarks import TrainBenchSettings, bench_precisions, precision_table
-
-    settings = _settings(TrainBenchSettings, args)
-    _refuse_non_positive(settings)
+    from resnet_repro.benchmarks.throughput import bench_precisions, precision_table
     from resnet_repro.config import load_params
 
     params = load_params(args.params)
+    settings = _train_bench_settings(args, params)
     result = bench_precisions(args.archive or _project_archive(args.params, "bench precisions"), settings, params)
     print(json.dumps(result) if args.json else precision_table(result))
     return 0
@@ -325,11 +345,11 @@ def _add_bench_startup(what: argparse._SubParsersAction) -> None:
         help="what a train@ and an evaluate@ stage spend before their work: imports, loaders, compilation",
         description="Runs the start of a train@ and of an evaluate@ stage, each in a fresh Python process as DVC "
         "runs it, on the real CIFAR-10 prepared in a temporary project with the settings of --params, and prints "
-        "the seconds of each part: imports, FFCV's import, building the loaders, starting the MLflow run, the "
-        "first training batch (where numba compiles FFCV's pipeline), the first training step, and two passes "
-        "over the test split. Nothing is logged to the project's MLflow store.")
+        "the seconds of each part: imports, FFCV's import, the set-up (net, step and loaders; the evaluate stage's "
+        "loaders), starting the MLflow run, the first training batch (where numba compiles FFCV's pipeline), the "
+        "first training step, and two passes over the test split. Nothing is logged to the project's MLflow store.")
     _add_project_options(parser, "the data, loader and training settings of the stages")
-    parser.add_argument("--model", default="resnet20", help="the net both stages build (default: resnet20)")
+    parser.add_argument("--model", default=_BENCH_MODEL, help=f"the net both stages build (default: {_BENCH_MODEL})")
     parser.add_argument("--backend", choices=["ffcv", "torch"], help="loader backend (default: loader.backend)")
     parser.add_argument("--cold", action="store_true",
                         help="start the stages with an empty numba cache, as the first stage after installing does")
@@ -338,7 +358,7 @@ def _add_bench_startup(what: argparse._SubParsersAction) -> None:
 
 
 def _bench_startup(args: argparse.Namespace) -> int:
-    from resnet_repro.benchmarks import STARTUP_PHASES, bench_startup
+    from resnet_repro.benchmarks.startup import STARTUP_PHASES, bench_startup
 
     archive = args.archive or _project_archive(args.params, "bench startup")
     result = bench_startup(args.params, archive, model=args.model, backend=args.backend, cold=args.cold)

@@ -144,10 +144,10 @@ def _write(path: Path, pairs, image_field: RGBImageField, num_workers: int) -> N
     atomic_write(Path(path), write)
 
 
-def write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_workers: int = 1) -> None:
+def write_beton(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write uint8 NHWC `images` (stored raw, lossless) and their labels to the .beton at `path`.
 
-    One writer process by default, which makes the file the same bytes every time: FFCV's parallel
+    One writer process, always, which makes the file the same bytes every time: FFCV's parallel
     writers fill pages in the order they finish, so DVC's hash of the ffcv stage's output (and with it
     the train stages' lock entries and run-cache keys) would differ from clone to clone. Raw CIFAR-size
     images take seconds either way.
@@ -155,11 +155,11 @@ def write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_workers:
     # Checked here because an exception inside one of FFCV's writer processes makes the parent
     # wait forever for samples that will never arrive.
     check_split_arrays(images, labels, str(path))
-    _write(path, _ImageLabelPairs(images, labels), RGBImageField(write_mode="raw"), num_workers)
+    _write(path, _ImageLabelPairs(images, labels), RGBImageField(write_mode="raw"), num_workers=1)
 
 
 def write_folder_beton(path: Path, samples: list[Sample], *, max_resolution: int, jpeg_quality: int,
-                       compress_probability: float, num_workers: int = 2) -> None:
+                       compress_probability: float, num_workers: int) -> None:
     """Write image files (checked readable by the prepare stage) to the .beton at `path`.
 
     Each image is scaled down so its longer side is at most `max_resolution`, then stored as JPEG
@@ -215,7 +215,7 @@ def make_loader(
     train: bool,
     mean_image: torch.Tensor,
     device: torch.device,
-    num_workers: int = 2,
+    num_workers: int,
     seed: int = 0,
     rank: int = 0,
     num_replicas: int = 1,

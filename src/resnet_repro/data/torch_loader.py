@@ -172,7 +172,7 @@ class TorchLoader:
     """
 
     def __init__(self, dataset: ArrayImages | FileImages, *, batch_size: int, train: bool, mean_image: torch.Tensor,
-                 device: torch.device, num_workers: int = 2, seed: int = 0, rank: int = 0,
+                 device: torch.device, num_workers: int, seed: int = 0, rank: int = 0,
                  num_replicas: int = 1):
         self._order = _EpochOrder(len(dataset), seed, shuffle=train, rank=rank, num_replicas=num_replicas)
         self._device = device

@@ -62,8 +62,8 @@ Scores = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 @torch.no_grad()
 def ten_crop_scores(model: torch.nn.Module, samples: list[Sample], *, crop_size: int, resize: int,
-                    mean_image: torch.Tensor, device: torch.device, batch_size: int = 50,
-                    num_workers: int = 2) -> Scores:
+                    mean_image: torch.Tensor, device: torch.device, batch_size: int,
+                    num_workers: int) -> Scores:
     """Each image's softmax averaged over its 10 crops, `batch_size` crops (rounded to whole images)
     per forward pass."""
     if mean_image.shape[-2:] != (crop_size, crop_size):
@@ -81,7 +81,7 @@ def ten_crop_scores(model: torch.nn.Module, samples: list[Sample], *, crop_size:
 
 @torch.no_grad()
 def multi_scale_scores(model: torch.nn.Module, samples: list[Sample], *, scales: Sequence[int],
-                       mean_image: torch.Tensor, device: torch.device, num_workers: int = 2) -> Scores:
+                       mean_image: torch.Tensor, device: torch.device, num_workers: int) -> Scores:
     """Each image's softmax averaged over the whole image at each shorter side in `scales`; one image
     at a time, as aspect ratios differ."""
     loader = DataLoader(_Views(samples, partial(multi_scale_views, sides=scales)), batch_size=1,

@@ -10,6 +10,7 @@ curves that dvc.yaml declares as plots.
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Self
 
 import torch
@@ -45,18 +46,12 @@ def train_variant(params: Params, layout: Layout, variant: str, seed: int) -> di
 def _train_variant(params: Params, layout: Layout, variant: str, seed: int, processes: Processes,
                    device: torch.device) -> dict | None:
     train = params.train
-    configure_determinism(train.deterministic, train.cudnn_benchmark)
-    stats = load_stats(layout.prepared_dir / STATS)
-    class_names = json.loads((layout.prepared_dir / META).read_text())["class_names"]
-    mean_image = mean_image_tensor(stats, size=augmentation_from(params, layout).crop_size).to(device)
-    model = build_net(variant, len(class_names), seed, train, device)
-    loader = training_loader(params, layout, mean_image, device, seed, processes)
-    evaluate = evaluation(params, layout, model, mean_image, device, processes)
+    ready = set_up(params, layout, variant, seed, processes, device)
     # Resumed only if the same configuration, data and code wrote it, and unfinished: a finished one
     # means DVC re-runs the stage because something changed (or was forced).
     checkpoint_path = layout.checkpoint_path(variant, seed)
     state = resume_or_start(checkpoint_path, fingerprint(train.model_dump(), params.augment.model_dump(), variant,
-                                                         seed, stats["channel_mean"].tolist()),
+                                                         seed, ready.stats["channel_mean"].tolist()),
                             quiet=not processes.is_main)
 
     with start_run(params, layout, variant, seed, device, processes, resume_run_id=state.run_id) as run:
@@ -67,17 +62,45 @@ def _train_variant(params: Params, layout: Layout, variant: str, seed: int, proc
             run.flush()  # the metrics up to this iteration reach the store before the checkpoint that covers them
             state.save(checkpoint_path)
 
-        step = TrainingStep(model, optimizer_for(model, train), train, device, processes)
-        result = fit(step, PaperSchedule(train, models.spec(variant).depth), loader, train, state=state,
-                     hooks=Hooks(on_log=run.log_metrics, on_evaluate=evaluate, on_checkpoint=save_checkpoint))
+        result = fit(ready.step, PaperSchedule(train, models.spec(variant).depth), ready.loader, train, state=state,
+                     hooks=Hooks(on_log=run.log_metrics, on_evaluate=ready.evaluate, on_checkpoint=save_checkpoint))
         if not processes.is_main:
             return None
         assert isinstance(run, TrainingRun)  # rank 0's
-        save_net(layout, variant, seed, model, mean_image, class_names, params)
-        summary = write_metrics(layout, variant, seed, result, model, train, run.run_id)
+        save_net(layout, variant, seed, ready.model, ready.mean_image, ready.class_names, params)
+        summary = write_metrics(layout, variant, seed, result, ready.model, train, run.run_id)
         run.log_metrics({"train_seconds": result.seconds, "mean_images_per_second": result.images_per_second},
                         train.iterations)
     return summary
+
+
+@dataclass(frozen=True)
+class SetUp:
+    """What a training builds before its first step. `bench startup` times `set_up` in a fresh process."""
+
+    stats: dict  # the training split's (data.stats)
+    class_names: list[str]
+    mean_image: torch.Tensor
+    model: torch.nn.Module
+    step: TrainingStep
+    loader: Loader  # the training batches
+    evaluate: Callable[[], dict[str, float]]  # the loop's on_evaluate
+
+
+def set_up(params: Params, layout: Layout, variant: str, seed: int, processes: Processes,
+           device: torch.device) -> SetUp:
+    """The net of `variant` initialised from `seed`, its SGD step, the training loader and the evaluation,
+    from the prepared data of `layout`; nothing is read from or written to a checkpoint or a run yet."""
+    train = params.train
+    configure_determinism(train.deterministic, train.cudnn_benchmark)
+    stats = load_stats(layout.prepared_dir / STATS)
+    class_names = json.loads((layout.prepared_dir / META).read_text())["class_names"]
+    mean_image = mean_image_tensor(stats, size=augmentation_from(params, layout).crop_size).to(device)
+    model = build_net(variant, len(class_names), seed, train, device)
+    loader = training_loader(params, layout, mean_image, device, seed, processes)
+    evaluate = evaluation(params, layout, model, mean_image, device, processes)
+    return SetUp(stats, class_names, mean_image, model, TrainingStep(model, optimizer_for(model, train), train, device,
+                                                                      processes), loader, evaluate)
 
 
 def build_net(variant: str, num_classes: int, seed: int, train: TrainParams, device: torch.device) -> torch.nn.Module:
