@@ -62,12 +62,12 @@ def test_study_run_trains_both_nets_at_once_and_dvc_restores_them(trained):
         assert re.search(rf"^queued   train@{variant}-0 \(num_gpus=1, num_cpus=3\)", output, re.MULTILINE), output
         assert re.search(rf"^finished train@{variant}-0 on ", output, re.MULTILINE), output
     # Each concurrent task was given its own GPU.
-    visible = re.findall(r"^started  train@\S+ on \S+, CUDA_VISIBLE_DEVICES=(\d+)", output, re.MULTILINE)
+    visible = re.findall(r"^finished train@\S+ on \S+, CUDA_VISIBLE_DEVICES=(\d+)", output, re.MULTILINE)
     assert sorted(visible) == ["0", "1"], output
     assert "dvc repro restored 2 of 2 trained net(s) from the run-cache" in output
     # Both nets went to Ray before the driver waited for either (so that Ray could run them at once, each on
     # its own GPU, as above), whatever the machine's load did to their timing.
-    events = [line.split()[0] for line in output.splitlines() if line.startswith(("queued ", "started ", "finished "))]
+    events = [line.split()[0] for line in output.splitlines() if line.startswith(("queued ", "finished "))]
     assert events[:2] == ["queued", "queued"] and events.count("queued") == 2, output
 
     # The workspace is what a sequential `dvc repro` leaves: nothing to run, every net registered once,
@@ -81,6 +81,8 @@ def test_study_run_trains_both_nets_at_once_and_dvc_restores_them(trained):
     assert experiment is not None
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     plain, residual = runs["plain20 seed 0"], runs["resnet20 seed 0"]
+    # The two trainings ran at once: each began before the other ended.
+    assert plain.info.start_time < residual.info.end_time and residual.info.start_time < plain.info.end_time
     assert plain.data.tags["mlflow.parentRunId"] == residual.data.tags["mlflow.parentRunId"] \
         == runs["cifar-paper"].info.run_id
     for variant in VARIANTS:

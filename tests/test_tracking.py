@@ -26,12 +26,13 @@ import resnet_repro
 from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.data.normalize import normalize
+from resnet_repro.gitinfo import git_commit
 from resnet_repro.io import file_sha256
 from resnet_repro.models import build
 from resnet_repro.models.weights import IN_PACKAGE as PUBLISHED_IN_PACKAGE
 from resnet_repro.tracking import registry
 from resnet_repro.tracking.registry import pull, register_model
-from resnet_repro.tracking.runs import TrackingStoreUnreachable, TrainingRun, git_commit, resolve_tracking_uri
+from resnet_repro.tracking.runs import TrackingStoreUnreachable, TrainingRun, resolve_tracking_uri
 from resnet_repro.tracking.server import free_port
 from resnet_repro.tracking.serving import class_probabilities
 

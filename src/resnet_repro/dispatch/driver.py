@@ -6,9 +6,9 @@ but for what DVC writes.
    own store (one machine only), which dies with the driver. The study's parent run is created before
    any net starts, so that every net nests under the same one.
 2. It runs `dvc repro ffcv` here and pushes the data with its run-cache entries, for every task to pull.
-3. It submits one task (dispatch.task) per out-of-date `train@` stage and reports each as it starts,
-   ends, or fails; Ray retries a task whose worker died. Ctrl-C cancels them all, and waits until each
-   training has saved its checkpoint before the tracking server stops.
+3. It submits one task (dispatch.task) per out-of-date `train@` stage, then `ray.wait`s for them and
+   reports each as it finishes or fails; Ray retries a task whose worker died. Ctrl-C cancels them all
+   (ray.cancel), and waits until each has ended, its checkpoint saved, before the tracking server stops.
 4. At the end it runs `dvc repro --pull` here: the trained stages are restored from the run-cache (the
    workspace's dvc.lock then records the outputs each task pushed) and evaluate, register and report
    run as usual, so the workspace ends as a sequential `dvc repro` would have left it.
@@ -17,14 +17,12 @@ but for what DVC writes.
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from ray.util.queue import Queue
 
 from resnet_repro.config import Params, load_params
 from resnet_repro.dispatch.common import QUIET_TOOLS, Net, StudyRunError, dvc, lock_outputs, run
@@ -37,7 +35,7 @@ from resnet_repro.dispatch.preflight import (
     require_clean_tree,
     task_resources,
 )
-from resnet_repro.dispatch.task import Checkout, Ended, Started, Trained, train_net
+from resnet_repro.dispatch.task import Checkout, Trained, train_net
 from resnet_repro.layout import CHECKPOINTS_ENV, Layout
 from resnet_repro.tracking.runs import ensure_study_run, resolve_tracking_uri
 from resnet_repro.tracking.server import TrackingServerError, tracking_server
@@ -45,16 +43,12 @@ from resnet_repro.tracking.server import TrackingServerError, tracking_server
 Echo = Callable[[str], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class NetOutcome:
-    """What became of one net's task, as the driver saw it."""
+    """What became of one net's task: its result if it finished, else why not."""
 
     stage: str
-    attempts: int = 0
-    node: str = ""
-    started: float | None = None
-    ended: bool = False  # its task has returned, failed or been stopped
-    trained: Trained | None = None  # its result, if it finished
+    trained: Trained | None = None
     error: str | None = None
 
 
@@ -117,79 +111,52 @@ def _is_local(nodes: list[dict]) -> bool:
 
 def _train(nets: list[Net], checkout: Checkout, request: dict[str, int], environment: dict[str, str],
            echo: Echo) -> list[NetOutcome]:
-    """One task per net; reports each as it starts, finishes or fails, until all have ended."""
-    progress = Queue()
+    """One task per net, all submitted at once; reports each as it ends. Ctrl-C cancels those that have
+    not ended, and waits until they have (a second Ctrl-C stops waiting)."""
     task = train_net.options(**request, runtime_env={"env_vars": environment})
-    outcomes = {net.stage: NetOutcome(net.stage) for net in nets}
     pending = {}  # the tasks under way: their result's ObjectRef -> stage
     for net in nets:
-        pending[task.remote(net, checkout, progress)] = net.stage
+        pending[task.remote(net, checkout)] = net.stage
         echo(f"queued   {net.stage} ({', '.join(f'{key}={value}' for key, value in request.items())})")
+    outcomes = []
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            _report_progress(progress, outcomes, echo)
-            for reference in done:
-                _collect(reference, outcomes[pending.pop(reference)], echo)
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            outcomes.append(_collect(done, pending.pop(done), echo))
     except KeyboardInterrupt:
         echo("study run: stopping every training (each saves its checkpoint); run it again to resume")
         for reference in pending:
             ray.cancel(reference)
-        _wait_until_stopped(set(pending.values()), progress, outcomes, echo)
+        # A cancelled task's result is ready once the task has ended: its training has saved its
+        # checkpoint and written its last to the tracking server, which the driver stops next.
+        ray.wait(list(pending), num_returns=len(pending))
+        for reference, stage in pending.items():
+            _collect(reference, stage, echo)
         raise
-    _report_progress(progress, outcomes, echo)
-    return list(outcomes.values())
+    return outcomes
 
 
-def _collect(reference: ray.ObjectRef, outcome: NetOutcome, echo: Echo) -> None:
-    """The result of a task that has ended: what it trained, or why it failed."""
+def _collect(reference: ray.ObjectRef, stage: str, echo: Echo) -> NetOutcome:
+    """What became of a task that has ended: what it trained, why it failed, or that it was stopped."""
     try:
         trained: Trained = ray.get(reference)
+    except ray.exceptions.TaskCancelledError as cancelled:
+        # Raised by the task itself (a RayTaskError) if it had started, else by Ray.
+        started = isinstance(cancelled, ray.exceptions.RayTaskError)
+        echo(f"stopped  {stage} ({'checkpoint saved' if started else 'it had not started'})")
+        return NetOutcome(stage, error="stopped")
     except ray.exceptions.RayError as error:
         # The task's own error (a failed stage says which, and its error line), or Ray's, e.g. a worker
         # that died more often than max_retries allows: its last line, on the one line of the report.
         cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
-        outcome.error = str(cause).strip().splitlines()[-1]
-    else:
-        outcome.trained = trained
-        how = (" (restored from the run-cache)" if trained.restored else
-               f" (resumed from checkpoint at iteration {trained.resumed_from})" if trained.resumed_from else "")
-        echo(f"finished {outcome.stage} on {trained.node}{how}")
-        return
-    echo(f"failed   {outcome.stage}: {outcome.error}")
-
-
-def _wait_until_stopped(cancelled: set[str], progress: Queue, outcomes: dict[str, NetOutcome], echo: Echo,
-                        timeout: float = 300) -> None:
-    """Wait for each cancelled net that had started to say its task has ended: the stopping training's
-    last MLflow writes go to the tracking server, which the driver stops next. (A cancelled task's
-    result is ready as soon as Ray has passed the cancellation on, before the task has finished.)"""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _report_progress(progress, outcomes, echo)
-        running = [stage for stage in cancelled if outcomes[stage].started and not outcomes[stage].ended]
-        if not running:
-            return
-        time.sleep(0.5)
-    echo(f"study run: still stopping after {timeout:.0f} s: {', '.join(running)}")
-
-
-def _report_progress(progress: Queue, outcomes: dict[str, NetOutcome], echo: Echo) -> None:
-    """Say which attempts have started, and which were stopped, since the last call."""
-    while not progress.empty():
-        event = progress.get_nowait()
-        outcome = outcomes[event.stage]
-        if isinstance(event, Started):
-            outcome.attempts, outcome.node = event.attempt + 1, event.node
-            outcome.started = outcome.started or event.time
-            attempt = f", attempt {event.attempt + 1}" if event.attempt else ""
-            # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned the task.
-            gpus = f", CUDA_VISIBLE_DEVICES={','.join(event.gpus)}" if event.gpus else ""
-            echo(f"started  {event.stage} on {event.node}{gpus} (node {event.node_id}, pid {event.pid}{attempt})")
-        elif isinstance(event, Ended):
-            outcome.ended = True
-            if event.interrupted:
-                echo(f"stopped  {event.stage} (checkpoint saved)")
+        message = str(cause).strip().splitlines()[-1]
+        echo(f"failed   {stage}: {message}")
+        return NetOutcome(stage, error=message)
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned the task.
+    gpus = f", CUDA_VISIBLE_DEVICES={','.join(trained.gpus)}" if trained.gpus else ""
+    resumed = "" if trained.resumed_from is None else f" (resumed from checkpoint at iteration {trained.resumed_from})"
+    echo(f"finished {stage} on {trained.node}{gpus} (node {trained.node_id}, pid {trained.pid}){resumed}")
+    return NetOutcome(stage, trained=trained)
 
 
 def _restore_in_workspace(root: Path, outcomes: list[NetOutcome], checkpoints: Path | None, echo: Echo) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from resnet_repro.config import Params
 from resnet_repro.dispatch.common import Net, StudyRunError, run
+from resnet_repro.gitinfo import git_commit
 
 
 def require_clean_tree(root: Path) -> str:
@@ -20,7 +21,10 @@ def require_clean_tree(root: Path) -> str:
     if changed:
         raise StudyRunError("the git tree has uncommitted changes, which the tasks (clones of a commit) would not "
                             f"see; commit or stash them first: {', '.join(line[3:] for line in changed[:10])}")
-    return run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    commit = git_commit(root)
+    if commit is None:
+        raise StudyRunError("the repository has no commit yet, which the tasks would clone")
+    return commit
 
 
 def out_of_date_nets(root: Path, params: Params) -> list[Net]:

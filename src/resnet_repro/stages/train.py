@@ -22,9 +22,10 @@ from resnet_repro.data.loading import Loader, augmentation_from, make_split_load
 from resnet_repro.data.stats import load_stats, mean_image_tensor
 from resnet_repro.device import autocast_dtype, configure_determinism, resolve_device
 from resnet_repro.evaluate.accuracy import top_k_errors
+from resnet_repro.gitinfo import git_commit
 from resnet_repro.io import write_json, write_tsv
 from resnet_repro.layout import ERROR_CURVE, META, STATS, STEP_CURVE, TRAIN_SUMMARY, TRAINING_RUN, Layout
-from resnet_repro.tracking.runs import TrainingRun, git_commit, resolve_tracking_uri
+from resnet_repro.tracking.runs import TrainingRun, resolve_tracking_uri
 from resnet_repro.train.distributed import Processes
 from resnet_repro.train.loop import FitResult, Hooks, TrainingStep, fit
 from resnet_repro.train.optimizer import optimizer_for

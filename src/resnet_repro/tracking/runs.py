@@ -15,7 +15,6 @@ the report stage logs the study's table and figures to the parent (`log_to_study
 """
 
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -100,16 +99,6 @@ def _probe_server(client: MlflowClient) -> None:
 def is_not_found(error: MlflowException) -> bool:
     """Whether the store said the run, model, version or alias asked for does not exist."""
     return error.error_code == "RESOURCE_DOES_NOT_EXIST"
-
-
-def git_commit(project_root: Path) -> str | None:
-    """The commit checked out in `project_root`, or None outside a git repository (or without git)."""
-    try:
-        result = subprocess.run(["git", "-C", str(project_root), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return result.stdout.strip()
 
 
 def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from resnet_repro.gitinfo import git_commit
 from resnet_repro.io import atomic_write
 from resnet_repro.train.errors import CheckpointError
 
@@ -166,15 +167,15 @@ def code_version() -> dict:
 
 
 def _git_commit(folder: Path) -> str | None:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
+    commit = git_commit(folder)
+    if commit is None:
+        return None
     try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        changed = git("status", "--porcelain", "--", ".")
+        changed = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True,
+                                 text=True, check=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("+" if changed else "")
+    return commit[:12] + ("+" if changed else "")
 
 
 def _describe(code: dict | None) -> str:
