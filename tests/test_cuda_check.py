@@ -109,7 +109,7 @@ def test_the_core_needs_nothing_but_torch():
     report = json.loads(report)
     assert report["status"] == 1 and NO_CUDA_LINE.match(result.stderr.strip().splitlines()[-1])
     assert set(report["package"]) == {
-        "resnet_repro", "resnet_repro.device", "resnet_repro.io", "resnet_repro.models", "resnet_repro.models.audit",
+        "resnet_repro", "resnet_repro.device", "resnet_repro.gitinfo", "resnet_repro.io", "resnet_repro.models", "resnet_repro.models.audit",
         "resnet_repro.models.resnet", "resnet_repro.models.weights", "resnet_repro.models.zoo", "resnet_repro.train",
         "resnet_repro.train.cuda_check", "resnet_repro.train.distributed", "resnet_repro.train.errors",
         "resnet_repro.train.optimizer", "resnet_repro.train.state", "resnet_repro.train.step"}
