@@ -26,7 +26,7 @@ import resnet_repro
 from resnet_repro.artifacts import save_trained
 from resnet_repro.cli import main
 from resnet_repro.data.normalize import normalize
-from resnet_repro.gitinfo import git_commit
+from resnet_repro.gitinfo import changed_files, git_commit
 from resnet_repro.io import file_sha256
 from resnet_repro.models import build
 from resnet_repro.models.weights import IN_PACKAGE as PUBLISHED_IN_PACKAGE
@@ -102,6 +102,23 @@ def test_git_commit_is_the_checked_out_commit_or_none(tmp_path):
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "first"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     assert git_commit(tmp_path) == head
+
+
+def test_changed_files_lists_what_differs_from_the_commit_where_asked(tmp_path):
+    assert changed_files(tmp_path) is None
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (tmp_path / "package").mkdir()
+    for name in ("params.yaml", "package/model.py"):
+        (tmp_path / name).write_text("before\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    assert changed_files(tmp_path) == [] and changed_files(tmp_path / "package", inside_folder=True) == []
+    (tmp_path / "params.yaml").write_text("after\n")
+    (tmp_path / "package" / "new.py").write_text("untracked\n")
+    assert changed_files(tmp_path) == ["params.yaml", "package/new.py"]
+    assert changed_files(tmp_path, untracked=False) == ["params.yaml"]
+    assert changed_files(tmp_path / "package", inside_folder=True) == ["package/new.py"]
 
 
 def test_a_resumed_run_keeps_its_id_and_logs_no_step_twice(store):

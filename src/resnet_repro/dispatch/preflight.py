@@ -8,22 +8,21 @@ write to, and a node that each net's task fits on.
 from pathlib import Path
 
 from resnet_repro.config import Params
-from resnet_repro.dispatch.common import Net, StudyRunError, run
-from resnet_repro.gitinfo import git_commit
+from resnet_repro.dispatch.common import Net, StudyRunError
+from resnet_repro.gitinfo import changed_files, git_commit
 
 
 def require_clean_tree(root: Path) -> str:
     """The commit every task trains; a tree with uncommitted changes is refused, naming them."""
-    status = run(["git", "status", "--porcelain", "--untracked-files=no"], root).stdout.splitlines()
+    commit, status = git_commit(root), changed_files(root, untracked=False)
+    if commit is None or status is None:
+        raise StudyRunError(f"{root} is not a git checkout with a commit, which the tasks would clone")
     # What DVC itself writes (its lock file, the .gitignore beside each output) changes nothing a task
     # trains: a task restores the stages before its own from the run-cache whatever its dvc.lock says.
-    changed = [line for line in status if Path(line[3:]).name not in ("dvc.lock", ".gitignore")]
+    changed = [path for path in status if Path(path).name not in ("dvc.lock", ".gitignore")]
     if changed:
         raise StudyRunError("the git tree has uncommitted changes, which the tasks (clones of a commit) would not "
-                            f"see; commit or stash them first: {', '.join(line[3:] for line in changed[:10])}")
-    commit = git_commit(root)
-    if commit is None:
-        raise StudyRunError("the repository has no commit yet, which the tasks would clone")
+                            f"see; commit or stash them first: {', '.join(changed[:10])}")
     return commit
 
 

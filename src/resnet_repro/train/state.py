@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import random
-import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from resnet_repro.gitinfo import git_commit
+from resnet_repro.gitinfo import changed_files, git_commit
 from resnet_repro.io import atomic_write
 from resnet_repro.train.errors import CheckpointError
 
@@ -168,12 +167,8 @@ def code_version() -> dict:
 
 def _git_commit(folder: Path) -> str | None:
     commit = git_commit(folder)
-    if commit is None:
-        return None
-    try:
-        changed = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."], capture_output=True,
-                                 text=True, check=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    changed = changed_files(folder, inside_folder=True)
+    if commit is None or changed is None:
         return None
     return commit[:12] + ("+" if changed else "")
 
