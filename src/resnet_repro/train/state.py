@@ -167,8 +167,10 @@ def code_version() -> dict:
 
 def _git_commit(folder: Path) -> str | None:
     commit = git_commit(folder)
+    if commit is None:  # an installed wheel: no second git call to fail
+        return None
     changed = changed_files(folder, inside_folder=True)
-    if commit is None or changed is None:
+    if changed is None:
         return None
     return commit[:12] + ("+" if changed else "")
 
